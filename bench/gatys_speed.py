@@ -1,0 +1,61 @@
+"""Iterations per second of Gatys' method (``infer.py method=optimize``) at a few sizes.
+
+    python bench/gatys_speed.py --weights ../shared/weights/vgg16_caffe_features.pth --sizes 256 512
+
+Runs the real optimisation loop (fststyle.gatys.optimize_image) on the given content/style
+images with the default loss config (paper layers, network=auto), after one warm-up iteration.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, pick_device, resize_long_side
+from fststyle.style import load_image
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=str(ROOT.parent / "shared/weights/vgg16_caffe_features.pth"))
+    ap.add_argument("--content", default=str(ROOT.parent / "shared/content/chicago.jpg"))
+    ap.add_argument("--style", default=str(ROOT.parent / "shared/styles/starry_night.jpg"))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"])
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("infer", overrides=["method=optimize", "input=x", "output=y", f"loss.weights={args.weights}"])
+    device = pick_device(args.device)
+    loss = build_gatys_loss(cfg.loss).to(device)
+    content, style = load_image(args.content).to(device), load_image(args.style).to(device)
+    print(f"device={device} ({platform.processor() or platform.machine()}, torch threads={torch.get_num_threads()}), "
+          f"network={loss.network.network}, optimizer={args.optimizer}")
+    print("| long side | image | iterations | seconds | iterations/s |")
+    print("|---|---|---|---|---|")
+    for size in args.sizes:
+        image = resize_long_side(content, size)
+        optimize_image(loss, image, style, OptimizeSettings(iterations=1, optimizer=args.optimizer), progress=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        optimize_image(loss, image, style, OptimizeSettings(iterations=args.iterations, optimizer=args.optimizer), progress=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        h, w = image.shape[-2:]
+        print(f"| {size} | {w}x{h} | {args.iterations} | {seconds:.1f} | {args.iterations / seconds:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Deployment formats: ONNX (dynamic batch/height/width) and TorchScript, and running ONNX with onnxruntime.
+
+onnxruntime is also the fastest CPU path we measured (bench/infer_speed.py) and starts in a
+fraction of PyTorch's import time, so ``infer.py`` uses it on CPUs: the ONNX graph of a style
+file is exported once into ``<cache>/onnx/<sha256 of the style file>.onnx`` and reused. This
+module imports torch only when it has to export.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from fststyle.color import finish
+from fststyle.errors import UserError
+
+# ONNX outputs match PyTorch fp32 within this (max abs, on [0, 1] pixels); tests/test_infer_deploy.py checks it
+ONNX_TOLERANCE = 1e-4
+OPSET = 17
+
+
+def cache_dir() -> Path:
+    """Same place as fststyle.vgg.cache_dir (which would import torch)."""
+    return Path(os.environ.get("FSSTYLE_CACHE", Path.home() / ".cache" / "fststyle")).expanduser()
+
+
+def _aligned(ckpt: str | Path):
+    from fststyle.export import load_transformer
+    from fststyle.inference import AlignedTransformer
+
+    net, meta = load_transformer(ckpt)
+    return AlignedTransformer(net).eval(), meta
+
+
+def export_onnx(ckpt: str | Path, path: str | Path) -> Path:
+    """The network of ``ckpt`` as ONNX: input ``image`` (N, 3, H, W) RGB in [0, 1], any N, H, W; output ``stylized``."""
+    import torch
+
+    model, meta = _aligned(ckpt)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    axes = {0: "batch", 2: "height", 3: "width"}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: traced dynamically, checked by tests
+        torch.onnx.export(
+            model, (torch.rand(1, 3, 64, 64),), str(tmp), input_names=["image"], output_names=["stylized"],
+            dynamic_axes={"image": axes, "stylized": axes}, opset_version=OPSET, dynamo=False,
+        )
+    import onnx
+
+    graph = onnx.load(str(tmp))
+    for key in ("style", "format", "fststyle_version"):
+        if meta.get(key):
+            graph.metadata_props.add(key=key, value=str(meta[key]))
+    onnx.save(graph, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def export_torchscript(ckpt: str | Path, path: str | Path) -> Path:
+    """The network of ``ckpt`` as scripted TorchScript (any N, H, W): ``torch.jit.load(path)(images)``."""
+    import torch
+
+    model, _ = _aligned(ckpt)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.jit.script(model).save(str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cached_onnx(ckpt: str | Path) -> Path:
+    """The ONNX graph of ``ckpt``, exported on first use (needs PyTorch once, a few seconds)."""
+    ckpt = Path(ckpt).expanduser()
+    if not ckpt.is_file():
+        raise UserError(f"ckpt: no such file {str(ckpt)!r}")
+    if ckpt.suffix == ".onnx":
+        return ckpt
+    path = cache_dir() / "onnx" / f"{sha256_of(ckpt)}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(ckpt, path)
+    return path
+
+
+def onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+class OnnxStylizer:
+    """Stylize (N, 3, H, W) float32 numpy arrays in [0, 1] with onnxruntime on the CPU (no torch needed)."""
+
+    def __init__(self, onnx_path: str | Path, preserve_color: bool = False, strength: float = 1.0, threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("backend=onnxruntime needs onnxruntime: pip install 'fststyle[onnx]'") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: one per physical core
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception classes
+            raise UserError(f"{onnx_path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        if not 0 <= strength <= 1:
+            raise UserError(f"strength must be between 0 and 1, got {strength}")
+        self.preserve_color, self.strength = preserve_color, strength
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: str | Path, **options) -> "OnnxStylizer":
+        return cls(cached_onnx(ckpt), **options)
+
+    def __call__(self, images):
+        import numpy as np
+
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        out = self.session.run(None, {"image": images})[0]
+        return finish(out, images, self.preserve_color, self.strength).clip(0, 1)

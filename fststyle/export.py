@@ -1,0 +1,116 @@
+"""One small, self-describing file per style: transformer weights in safetensors plus metadata.
+
+No pickle anywhere: safetensors holds only tensors, and the metadata is JSON text, so a
+downloaded style file can never run code. Lightning checkpoints are read with
+``weights_only=True`` for the same reason.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import fststyle
+from fststyle.errors import UserError
+from fststyle.transformer import TransformerConfig, TransformerNet
+
+FORMAT = "fststyle.transformer/1"
+
+
+def export_transformer(transformer: TransformerNet, path: str | Path, style: dict, config: dict | None = None) -> Path:
+    """Write ``transformer`` to ``path`` (atomically) with what is needed to rebuild and credit it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": FORMAT,
+        "fststyle_version": fststyle.__version__,
+        "architecture": json.dumps(transformer.config.to_dict()),
+        "style": str(style.get("name", "")),
+        "style_image": str(style.get("image", "")),
+        "config": json.dumps(config or {}, default=str),
+    }
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in transformer.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def _rebuild(architecture: dict, state: dict[str, torch.Tensor], source: Path) -> TransformerNet:
+    try:
+        net = TransformerNet(TransformerConfig(**architecture))
+    except TypeError as e:
+        raise UserError(f"{source}: unknown architecture {architecture} ({e})") from None
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{source}: weights do not fit architecture {architecture}: {str(e).splitlines()[0]}") from None
+    return net.eval()
+
+
+def read_lightning_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(hyper_parameters, state_dict) of a training checkpoint, loaded without unpickling code."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated and hostile files fail in many ways
+        raise UserError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt.get("hyper_parameters", {}):
+        raise UserError(f"{path}: not an fststyle training checkpoint")
+    return ckpt["hyper_parameters"], ckpt["state_dict"]
+
+
+def load_transformer(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
+    """A network and its metadata from an exported ``.safetensors`` file or a Lightning ``.ckpt``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"ckpt: no such file {str(path)!r}")
+    if path.suffix == ".ckpt":
+        hparams, state = read_lightning_checkpoint(path)
+        state = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
+        meta = {"format": FORMAT, "style": hparams.get("style", {}).get("name", ""), "architecture": hparams["model"]}
+        return _rebuild(hparams["model"], state, path), meta
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not an fststyle style file (.safetensors) or training checkpoint (.ckpt): {e}") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path}: a safetensors file, but not an fststyle style file (format={meta.get('format')!r})")
+    meta["architecture"] = json.loads(meta["architecture"])
+    return _rebuild(meta["architecture"], state, path), meta
+
+
+def export_checkpoint(ckpt: str | Path, export_dir: str | Path) -> Path:
+    """Export the transformer of a Lightning training checkpoint as ``<export_dir>/<style>.safetensors``."""
+    ckpt = Path(ckpt)
+    hparams, _ = read_lightning_checkpoint(ckpt)
+    net, meta = load_transformer(ckpt)
+    style = hparams.get("style", {})
+    return export_transformer(net, Path(export_dir) / f"{style.get('name') or 'style'}.safetensors", style, hparams.get("config"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fststyle.export", description=export_checkpoint.__doc__)
+    parser.add_argument("ckpt", help="Lightning checkpoint, e.g. outputs/starry_night/checkpoints/last.ckpt")
+    parser.add_argument("export_dir", nargs="?", default="exports")
+    args = parser.parse_args(argv)
+    try:
+        print(export_checkpoint(args.ckpt, args.export_dir))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

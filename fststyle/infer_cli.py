@@ -1,0 +1,254 @@
+"""What ``infer.py`` does with its config: stylize an image, a folder or a video, or export the network.
+
+The CPU path runs the network with onnxruntime and never imports PyTorch (3 s of import time
+on a small CPU); PyTorch is loaded only for GPUs, bf16/fp16, tiles and exports.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fststyle.errors import UserError
+
+EXPORTS = {"onnx": ".onnx", "torchscript": ".pt"}
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def run(cfg: DictConfig) -> Path:
+    if cfg.method == "optimize":  # Gatys et al.: optimise the pixels, no trained network
+        from fststyle.gatys import run_optimize
+
+        return run_optimize(cfg)
+    if cfg.method != "fast":
+        raise UserError(f"method must be 'fast' (a trained style file, ckpt=) or 'optimize' (Gatys), got {cfg.method!r}")
+    if cfg.ckpt is None:
+        raise UserError("method=fast needs ckpt=FILE (an exported .safetensors style or a training .ckpt)")
+    ckpt = Path(cfg.ckpt).expanduser()
+    if not ckpt.is_file():
+        raise UserError(f"ckpt: no such file {str(ckpt)!r}")
+    if cfg.get("export"):
+        return export(cfg, ckpt)
+
+    src, dst = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()
+    if not src.exists():
+        raise UserError(f"input: no such file or folder {str(src)!r}")
+    if src.is_dir():
+        jobs = folder_jobs(src, dst)
+    else:
+        if dst.is_dir():
+            dst = dst / src.name
+        jobs = [(src, dst)]
+    check_outputs(jobs, dst if src.is_dir() else dst.parent, bool(cfg.overwrite))
+    engine = Engine(cfg, ckpt)
+    return stylize_all(jobs, engine, cfg, show_progress=src.is_dir() or is_video(src))
+
+
+def is_video(path: Path) -> bool:
+    from fststyle.video import is_video as video
+
+    return video(path)
+
+
+def folder_jobs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+    """Every file under ``src`` (hidden ones excepted), to the same relative name under ``dst``."""
+    if dst.resolve().is_relative_to(src.resolve()) and dst.resolve() != src.resolve():
+        raise UserError(f"output {str(dst)!r} is inside input {str(src)!r}: a second run would stylize the results")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts))
+    if not files:
+        raise UserError(f"input: folder {str(src)!r} has no files")
+    return [(p, dst / p.relative_to(src)) for p in files]
+
+
+def check_outputs(jobs: list[tuple[Path, Path]], out_dir: Path, overwrite: bool) -> None:
+    """Refuse, before any work, to write over inputs or existing files, or into a folder we cannot write."""
+    if not overwrite:
+        for src, dst in jobs:
+            if dst.exists() and dst.resolve() == src.resolve():
+                raise UserError(f"output would overwrite the input {str(src)!r}; pass overwrite=true to replace it")
+        existing = [str(dst) for _, dst in jobs if dst.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise UserError(f"output {existing[0]!r}{more} exists; pass overwrite=true to replace it")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise UserError(f"output folder {str(out_dir)!r} is not writable: {e.strerror or e}") from None
+
+
+class Engine:
+    """The network behind one backend: ``engine(batch)`` maps (N, H, W, 3) uint8 to the same.
+
+    ``backend=auto`` picks onnxruntime on the CPU in fp32 (fastest here, and no PyTorch import),
+    PyTorch otherwise; images larger than ``tile`` always go through PyTorch's tiling.
+    """
+
+    def __init__(self, cfg: DictConfig, ckpt: Path):
+        self.cfg, self.ckpt = cfg, ckpt
+        backend = cfg.get("backend", "auto")
+        if backend not in BACKENDS:
+            raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if cfg.precision not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
+        if cfg.device not in ("auto", "cpu", "cuda", "mps") and not str(cfg.device).startswith("cuda:"):
+            raise UserError(f"device must be auto, cpu, cuda or mps, got {cfg.device!r}")
+        if not 0 <= float(cfg.strength) <= 1:
+            raise UserError(f"strength must be between 0 and 1, got {cfg.strength}")
+        if backend == "onnxruntime" and (cfg.precision != "fp32" or cfg.device not in ("auto", "cpu")):
+            raise UserError("backend=onnxruntime runs fp32 on the CPU: use precision=fp32 device=cpu, or backend=torch")
+        if backend == "auto":
+            from fststyle.deploy import onnxruntime_available
+
+            on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not _gpu_likely())
+            backend = "onnxruntime" if on_cpu and cfg.precision == "fp32" and onnxruntime_available() else "torch"
+        self.backend = backend
+        self._onnx = self._torch = None
+        # load now: a bad checkpoint is reported before any file is read
+        self.onnx() if backend == "onnxruntime" else self.torch()
+
+    def onnx(self):
+        if self._onnx is None:
+            from fststyle.deploy import OnnxStylizer
+
+            self._onnx = OnnxStylizer.from_checkpoint(self.ckpt, preserve_color=self.cfg.preserve_color, strength=float(self.cfg.strength))
+        return self._onnx
+
+    def torch(self):
+        if self._torch is None:
+            from fststyle.inference import Stylizer
+
+            cfg = self.cfg
+            self._torch = Stylizer.from_checkpoint(
+                self.ckpt, device=cfg.device, precision=cfg.precision, tile=cfg.tile, overlap=cfg.overlap,
+                tile_stats=cfg.tile_stats, preserve_color=cfg.preserve_color, strength=float(cfg.strength),
+            )
+        return self._torch
+
+    def __call__(self, batch):
+        import numpy as np
+
+        tiled = self.cfg.tile and max(batch.shape[1:3]) > self.cfg.tile
+        if self.backend == "onnxruntime" and not tiled:
+            out = self.onnx()(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+        else:
+            import torch
+
+            images = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
+            del batch
+            out = self.torch().stylize_tensor(images)
+            del images
+            out = out.numpy()
+        out *= 255
+        out += 0.5  # round, in place: a 4K frame is 100 MB per float copy
+        return out.transpose(0, 2, 3, 1).astype(np.uint8)
+
+
+def _gpu_likely() -> bool:
+    """Whether device=auto could find a GPU, without importing torch to ask (an NVIDIA driver, or Apple silicon)."""
+    import platform
+    import sys
+
+    return os.path.exists("/proc/driver/nvidia/version") or (sys.platform == "darwin" and platform.machine() == "arm64")
+
+
+def read_image(path: Path, size: int | None):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+    if size:
+        scale = size / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+    return np.asarray(im)
+
+
+def write_image(array, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part{path.suffix}")
+    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
+    Image.fromarray(array).save(tmp, **options)
+    os.replace(tmp, path)
+
+
+def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, show_progress: bool) -> Path:
+    """Images in batches of equal size, videos frame by frame; a one-line summary; unreadable files listed."""
+    from tqdm import tqdm
+
+    from fststyle.video import is_video as video, stylize_video
+
+    start = time.perf_counter()
+    images_done, videos_done, frames, skipped = 0, 0, 0, []
+    batch: list = []
+    targets: list[Path] = []
+
+    def flush():
+        nonlocal images_done
+        if batch:
+            import numpy as np
+
+            for image, dst in zip(engine(np.stack(batch)), targets):
+                write_image(image, dst)
+            images_done += len(batch)
+            batch.clear()
+            targets.clear()
+
+    images = [(s, d) for s, d in jobs if not video(s)]
+    videos = [(s, d) for s, d in jobs if video(s)]
+    for src, dst in tqdm(images, unit="image", disable=not show_progress or len(images) < 2):
+        try:
+            image = read_image(src, cfg.size)
+        except Exception as e:  # noqa: BLE001 - PIL fails on non-images in many ways
+            skipped.append((src, f"{e.__class__.__name__}: {str(e)[:100]}"))
+            continue
+        if batch and (image.shape != batch[0].shape or len(batch) >= cfg.batch_size):
+            flush()
+        batch.append(image)
+        targets.append(dst)
+    flush()
+    for src, dst in videos:
+        try:
+            frames += stylize_video(src, dst, engine, cfg.batch_size, cfg.size, progress=show_progress)
+            videos_done += 1
+        except UserError as e:
+            if len(jobs) == 1:
+                raise
+            skipped.append((src, str(e)))
+    elapsed = time.perf_counter() - start
+    parts = [f"{images_done} image{'s' * (images_done != 1)}"] if images_done or not videos_done else []
+    if videos_done:
+        parts.append(f"{videos_done} video{'s' * (videos_done != 1)} ({frames} frames)")
+    rate = (images_done + frames) / elapsed if elapsed else 0.0
+    line = f"stylized {' and '.join(parts)} in {elapsed:.2f} s ({rate:.2f} images/s, {engine.backend})"
+    if skipped:
+        line += f"; skipped {len(skipped)}: " + ", ".join(str(s) for s, _ in skipped)
+    print(line)
+    if skipped:
+        for src, why in skipped:
+            print(f"  skipped {src}: {why}")
+        raise UserError(f"{len(skipped)} of {len(jobs)} input files could not be read (listed above)")
+    return Path(cfg.output)
+
+
+def export(cfg: DictConfig, ckpt: Path) -> Path:
+    """``export=onnx|torchscript output=FILE``: the network for deployment."""
+    from fststyle.deploy import export_onnx, export_torchscript
+
+    if cfg.export not in EXPORTS:
+        raise UserError(f"export must be onnx or torchscript, got {cfg.export!r}")
+    if OmegaConf.is_missing(cfg, "output") or cfg.output is None:
+        raise UserError(f"export={cfg.export} needs output=FILE{EXPORTS[cfg.export]}")
+    dst = Path(cfg.output).expanduser()
+    if dst.is_dir():
+        dst = dst / (ckpt.stem + EXPORTS[cfg.export])
+    check_outputs([(ckpt, dst)], dst.parent, bool(cfg.overwrite))
+    (export_onnx if cfg.export == "onnx" else export_torchscript)(ckpt, dst)
+    print(f"wrote {dst}")
+    return dst

@@ -1,0 +1,120 @@
+"""Stylize images with an exported style file (or a training checkpoint), in PyTorch.
+
+``Stylizer.from_checkpoint(path)(pil_image) -> pil_image``; also takes (N, 3, H, W) tensors in
+[0, 1] and returns the same. Fast by default: ``inference_mode``, channels_last memory layout
+(oneDNN's fast convolution path on CPUs), optional bf16/fp16, tiling for large images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from fststyle.color import finish
+from fststyle.errors import UserError
+from fststyle.export import load_transformer
+from fststyle.tiling import ALIGN, stylize_tiled
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class AlignedTransformer(nn.Module):
+    """The transformer on any H, W: reflection-pad to a multiple of 4, stylize, crop.
+
+    The two stride-2 convolutions then see a whole pixel grid, so the plain network, the tiled
+    path and the exported ONNX graph (where this padding is traced with dynamic shapes) all
+    compute the same thing.
+    """
+
+    def __init__(self, transformer: nn.Module):
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        x = F.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="reflect")  # 4 = tiling.ALIGN (TorchScript wants a literal)
+        return self.transformer(x)[:, :, :h, :w]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device must be auto, cpu, cuda or mps, got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda, but PyTorch sees no CUDA GPU here; use device=auto or device=cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("device=mps, but MPS is not available here; use device=auto or device=cpu")
+    return dev
+
+
+class Stylizer:
+    """A trained transformer ready for inference, with the post-effects of :mod:`fststyle.color`.
+
+    ``tile``: images whose height or width exceeds it are processed in overlapping tiles of that
+    size with whole-image normalisation statistics (:mod:`fststyle.tiling`); ``None`` never tiles.
+    """
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        metadata: dict | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        tile: int | None = None,
+        overlap: int = 128,
+        tile_stats: str = "exact",
+        preserve_color: bool = False,
+        strength: float = 1.0,
+    ):
+        if precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if not 0 <= strength <= 1:
+            raise UserError(f"strength must be between 0 and 1, got {strength}")
+        self.device = resolve_device(str(device))
+        self.dtype = PRECISIONS[precision]
+        self.net = AlignedTransformer(transformer).eval().to(self.device, self.dtype, memory_format=torch.channels_last)
+        self.metadata = metadata or {}
+        if tile_stats not in ("exact", "downscaled"):
+            raise UserError(f"tile_stats must be exact or downscaled, got {tile_stats!r}")
+        self.tile, self.overlap, self.tile_stats = tile, overlap, tile_stats
+        self.preserve_color, self.strength = preserve_color, strength
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **options) -> "Stylizer":
+        net, meta = load_transformer(path)
+        return cls(net, meta, device, **options)
+
+    @torch.inference_mode()
+    def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> the same shape, float32, on the input's device."""
+        if images.ndim == 3:
+            return self.stylize_tensor(images[None])[0]
+        content = images.float()
+        h, w = images.shape[-2:]
+        if self.tile and max(h, w) > self.tile:
+            padded = F.pad(content, (0, (-w) % ALIGN, 0, (-h) % ALIGN), mode="reflect").to(self.dtype)
+            out = stylize_tiled(self.net.transformer, padded, self.tile, self.overlap, self.tile_stats)[:, :, :h, :w]
+        else:
+            x = images.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            out = self.net(x)
+        out = out.float().to(images.device)
+        return finish(out, content, self.preserve_color, self.strength).clamp_(0, 1)
+
+    def __call__(self, image):
+        if isinstance(image, torch.Tensor):
+            return self.stylize_tensor(image)
+        import numpy as np
+        from PIL import Image
+
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+        out = self.stylize_tensor(torch.from_numpy(array).permute(2, 0, 1)[None])
+        return Image.fromarray((out[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))

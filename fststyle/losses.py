@@ -1,0 +1,171 @@
+"""Perceptual losses: feature reconstruction, Gram-matrix style, total variation.
+
+By default (``normalization="mse"``) every term is a mean over elements and Gram matrices are
+divided by C*H*W, so a loss weight means the same at any image size (Johnson et al.'s
+normalisation). ``normalization="paper"`` uses Gatys et al.'s sums instead (eqs. 1 and 4):
+½Σ(F-P)² for content and 1/(4N²M²)Σ(G-A)² per style layer, per image. Grams and reductions are
+done in fp32 even under autocast: bf16 sums over H*W lose too many digits.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from fststyle.errors import UserError
+from fststyle.vgg import LossNetwork
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, C), normalised by C*H*W."""
+    n, c, h, w = features.shape
+    f = features.float()
+    if f.is_contiguous(memory_format=torch.channels_last) and not f.is_contiguous():
+        f = f.permute(0, 2, 3, 1).reshape(n, h * w, c)  # NHWC: a view, no copy
+        return torch.bmm(f.transpose(1, 2), f) / (c * h * w)
+    f = f.reshape(n, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def channel_mean(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, 1): the 'mean' style target (first moments only)."""
+    return features.float().mean(dim=(2, 3)).unsqueeze(-1)
+
+
+STYLE_STATISTICS = {"gram": gram_matrix, "mean": channel_mean}
+NORMALIZATIONS = ("mse", "paper")
+
+
+def content_loss(output: torch.Tensor, target: torch.Tensor, normalization: str = "mse") -> torch.Tensor:
+    if normalization == "paper":  # Gatys et al. eq. 1: ½Σ(F - P)², averaged over the batch
+        return 0.5 * (output.float() - target.float()).pow(2).sum() / output.shape[0]
+    return F.mse_loss(output.float(), target.float())
+
+
+def style_loss(output_stat: torch.Tensor, target_stat: torch.Tensor, normalization: str = "mse") -> torch.Tensor:
+    """MSE between style statistics; a single target (1, C, C) broadcasts over the batch.
+
+    ``paper``: Gatys et al. eq. 4, 1/(4N²M²)Σ(G - A)² with raw Grams G = FFᵀ; our Grams are
+    already divided by N*M, so that is ¼Σ(g - a)², averaged over the batch.
+    """
+    if normalization == "paper":
+        return 0.25 * (output_stat - target_stat).pow(2).sum() / output_stat.shape[0]
+    return F.mse_loss(output_stat, target_stat.expand_as(output_stat))
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between neighbouring pixels: the smoothness prior of Johnson et al."""
+    x = image.float()
+    return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+
+
+class PerceptualLoss(nn.Module):
+    """Content + style + TV against one style image, on a shared frozen ``LossNetwork``.
+
+    Style targets are computed once (``set_style``) and kept as buffers, so they travel with
+    the module to any device and into checkpoints.
+    """
+
+    def __init__(
+        self,
+        network: LossNetwork,
+        content_layers: Mapping[str, float],
+        style_layers: Mapping[str, float],
+        content_weight: float = 1.0,
+        style_weight: float = 5.0,
+        tv_weight: float = 0.0,
+        style_target: str = "gram",
+        normalization: str = "mse",
+    ):
+        super().__init__()
+        if style_target not in STYLE_STATISTICS:
+            raise UserError(f"loss.style_target must be one of {sorted(STYLE_STATISTICS)}, got {style_target!r}")
+        if normalization not in NORMALIZATIONS:
+            raise UserError(f"loss.normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
+        self.normalization = normalization
+        self.network = network
+        self.content_layers = dict(content_layers)
+        self.style_layers = dict(style_layers)
+        self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
+        self.style_target = style_target
+        self.statistic = STYLE_STATISTICS[style_target]
+        # Shapes are known up front, so a checkpoint loads into a fresh module before set_style().
+        for name in self.style_layers:
+            c = network.channels(name)
+            self.register_buffer(f"style_{name}", torch.zeros(1, c, c if style_target == "gram" else 1))
+        self.register_buffer("style_ready", torch.tensor(False))
+
+    @torch.no_grad()
+    def set_style(self, style_image: torch.Tensor) -> None:
+        """Compute and store the style statistics of an RGB [0, 1] (1, 3, H, W) image."""
+        feats = self.network(style_image, self.style_layers)
+        for name in self.style_layers:
+            getattr(self, f"style_{name}").copy_(self.statistic(feats[name]))
+        self.style_ready.fill_(True)
+
+    def style_targets(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"style_{name}") for name in self.style_layers}
+
+    def content_features(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Content targets; the VGG pass stops at the deepest content layer."""
+        with torch.no_grad():
+            return self.network(content, self.content_layers)
+
+    def forward(
+        self,
+        output: torch.Tensor,
+        content: torch.Tensor | None = None,
+        content_targets: Mapping[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Weighted losses of ``output``; pass the content image or its precomputed features."""
+        if content_targets is None:
+            if content is None:
+                raise ValueError("need content or content_targets")
+            content_targets = self.content_features(content)
+        feats = self.network(output, set(self.content_layers) | set(self.style_layers))
+        norm = self.normalization
+        c = sum(w * content_loss(feats[name], content_targets[name], norm) for name, w in self.content_layers.items())
+        targets = self.style_targets()
+        if not self.style_ready:
+            raise RuntimeError("PerceptualLoss.set_style() was never called")
+        s = sum(w * style_loss(self.statistic(feats[name]), targets[name], norm) for name, w in self.style_layers.items())
+        tv = total_variation(output)
+        content_term = self.content_weight * c
+        style_term = self.style_weight * s
+        tv_term = self.tv_weight * tv
+        return {
+            "content": content_term,
+            "style": style_term,
+            "tv": tv_term,
+            "total": content_term + style_term + tv_term,
+        }
+
+
+def build_loss(loss: Mapping, style: Mapping) -> "PerceptualLoss":
+    """The perceptual loss of a ``loss`` config group, with ``style['weight']`` on the style term."""
+    network = LossNetwork(
+        network=loss["network"],
+        weights=str(loss["weights"]),
+        layers=[*loss["content_layers"], *loss["style_layers"]],
+        pooling=loss.get("pooling", "max"),
+        preprocessing=loss.get("preprocessing", "auto"),
+    )
+    return PerceptualLoss(
+        network,
+        content_layers=loss["content_layers"],
+        style_layers=loss["style_layers"],
+        content_weight=loss["content_weight"],
+        style_weight=style["weight"],
+        tv_weight=loss["tv_weight"],
+        style_target=loss.get("style_target", "gram"),
+        normalization=loss.get("normalization", "mse"),
+    )
+
+
+# How training steps run (conf/train.yaml `speed:`); see docs/BENCHMARKS.md for what each one buys.
+SPEED_DEFAULTS = {
+    "channels_last": True,  # VGG loss network in NHWC, the layout oneDNN and cuDNN convolve fastest
+    "compile": False,  # torch.compile transformer and loss: faster steps, but the first one waits for the compiler
+}

@@ -1,0 +1,125 @@
+"""The LightningModule: a transformer net trained against a frozen perceptual loss."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torchvision.utils import make_grid, save_image
+
+from fststyle.errors import UserError
+from fststyle.losses import build_loss
+from fststyle.style import load_style
+from fststyle.transformer import TransformerConfig, TransformerNet
+
+log = logging.getLogger(__name__)
+
+
+# How training steps run (conf/train.yaml `speed:`); see docs/BENCHMARKS.md for what each one buys.
+SPEED_DEFAULTS = {
+    "channels_last": True,  # VGG loss network in NHWC, the layout oneDNN and cuDNN convolve fastest
+    "compile": False,  # torch.compile transformer and loss: faster steps, but the first one waits for the compiler
+}
+
+
+class StyleTransferModule(pl.LightningModule):
+    """Hyper-parameters are plain dicts (the Hydra config groups), so checkpoints load weights-only."""
+
+    def __init__(
+        self, model: dict, loss: dict, style: dict, optim: dict, config: dict | None = None, speed: dict | None = None
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.transformer = TransformerNet(TransformerConfig(**model))
+        self.loss = build_loss(loss, style)
+        self.style = style
+        self.optim = optim
+        self.speed = {**SPEED_DEFAULTS, **(speed or {})}
+        unknown = set(self.speed) - set(SPEED_DEFAULTS)
+        if unknown:
+            raise UserError(f"unknown speed option(s) {sorted(unknown)}; known: {', '.join(SPEED_DEFAULTS)}")
+        self.compiled = False
+
+    # -- style target: computed once per process from the style image ------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not bool(self.loss.style_ready):
+            image = load_style(self.style["image"], self.style.get("sha256"), self.style.get("size"))
+            self.loss.set_style(image.to(self.device))
+        if stage == "fit" and self.device.type == "cpu" and str(self.trainer.precision).startswith("bf16"):
+            if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): trainer.precision=32-true is faster here")
+        if stage == "fit" and self.speed["compile"] and not self.compiled:
+            self.transformer.compile()  # in place: state_dict keys, checkpoints and exports stay the same
+            self.loss.compile()
+            self.compiled = True
+
+    # The VGG is frozen and rebuilt from loss.weights: keep it out of checkpoints (58 MB each).
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("loss.network.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key, value in self.loss.network.state_dict(prefix="loss.network.").items():
+            state.setdefault(key, value)
+
+    # -- steps ------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.transformer(images)
+
+    @staticmethod
+    def to_float(batch: torch.Tensor) -> torch.Tensor:
+        return batch.float().div_(255) if batch.dtype == torch.uint8 else batch
+
+    def loss_layout(self, output: torch.Tensor, content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VGG pass in channels_last when asked. The transformer stays NCHW: its instance norms
+        would convert every activation back and forth (measured slower under bf16 on CPU)."""
+        if not self.speed["channels_last"]:
+            return output, content
+        return output.contiguous(memory_format=torch.channels_last), content.contiguous(memory_format=torch.channels_last)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        content = self.to_float(batch)
+        losses = self.loss(*self.loss_layout(self.transformer(content), content))
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False)
+        self.log("loss", losses["total"], prog_bar=True, logger=False)
+        return losses["total"]
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        content = self.to_float(batch)
+        output = self.transformer(content)
+        losses = self.loss(output, content)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
+        if batch_idx == 0 and self.trainer.is_global_zero:
+            self.log_samples(content, output)
+
+    def log_samples(self, content: torch.Tensor, output: torch.Tensor) -> None:
+        """A grid with content images on top and their stylizations below, to disk and to wandb."""
+        grid = make_grid(torch.cat([content, output.float()]).clamp(0, 1).cpu(), nrow=len(content), padding=2)
+        folder = Path(self.trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_image(grid, folder / f"step_{self.global_step:07d}.jpg")
+        log_image = getattr(self.logger, "log_image", None)  # WandbLogger has it
+        if log_image is not None:
+            log_image(key="samples", images=[grid], caption=["content (top) | stylized (bottom)"], step=self.global_step)
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.transformer.parameters(), lr=self.optim["lr"])
+        schedule = self.optim.get("schedule", "constant")
+        total = max(1, int(self.trainer.max_steps)) if self.trainer and self.trainer.max_steps > 0 else 1
+        final = self.optim.get("final_lr_fraction", 0.1)
+        if schedule == "constant":
+            return optimizer
+        if schedule == "cosine":
+            lam = lambda step: final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
+        elif schedule == "linear":
+            lam = lambda step: 1 - (1 - final) * min(step, total) / total  # noqa: E731
+        else:
+            raise UserError(f"optim.schedule must be constant, cosine or linear, got {schedule!r}")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lam)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

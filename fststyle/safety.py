@@ -1,0 +1,210 @@
+"""What keeps a long training run alive and honest: atomic and weights-only checkpoints, a checkpoint
+on SIGTERM (preemption), SLURM requeue, a stop on a non-finite loss, and a report of skipped images.
+
+docs/RELIABILITY.md says what the user sees in each case.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.environments import SLURMEnvironment
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from fststyle.errors import UserError
+
+log = logging.getLogger(__name__)
+
+EXIT_PREEMPTED = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite: training stopped before the bad step touched the weights."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written next to their final name, fsynced, then renamed over it, and read weights-only.
+
+    Lightning's own writer stages the file in the system temp folder and moves it into place,
+    which is a plain (interruptible) copy whenever that folder is on another filesystem than the
+    run dir, the usual case on clusters. A rename within one folder is atomic: a kill at any
+    moment leaves either the previous complete checkpoint or the new one.
+    Loading is always ``weights_only=True``: a checkpoint cannot run code when resumed.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if "://" in str(path):  # remote (s3://, gs://): the object store's upload is atomic already
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is atomic
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
+        except FileNotFoundError:
+            raise UserError(f"checkpoint: no such file {str(path)!r}") from None
+        except Exception as e:  # noqa: BLE001 - truncated, foreign and hostile files fail in many ways
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise UserError(
+                f"{path}: not a readable fststyle training checkpoint, refused ({e.__class__.__name__}: {first})"
+            ) from None
+
+
+def check_resumable(path: str | Path, model: dict) -> None:
+    """Refuse, before training starts, a checkpoint that is hostile, broken or of another architecture.
+
+    Read weights-only; its hyper-parameters are only compared, never instantiated.
+    """
+    ckpt = AtomicCheckpointIO().load_checkpoint(path)
+    saved = ckpt.get("hyper_parameters", {}).get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(saved, dict) or "state_dict" not in ckpt:
+        raise UserError(f"{path}: not an fststyle training checkpoint")
+    if saved != model:
+        changed = sorted(k for k in {*saved, *model} if saved.get(k) != model.get(k))
+        raise UserError(
+            f"{path} was trained with another architecture ({', '.join(f'model.{k}={saved.get(k)!r}' for k in changed)}; "
+            f"this run has {', '.join(f'model.{k}={model.get(k)!r}' for k in changed)}): use the same model.* settings"
+        )
+
+
+def latest_checkpoint(run_dir: Path, checkpoint_dir: Path) -> Path | None:
+    """The newest of ``checkpoints/last.ckpt`` and the ``hpc_ckpt_N.ckpt`` a SLURM requeue leaves in the run dir."""
+    candidates = [checkpoint_dir / "last.ckpt"]
+    hpc = [p for p in run_dir.glob("hpc_ckpt_*.ckpt") if re.fullmatch(r"hpc_ckpt_\d+\.ckpt", p.name)]
+    candidates += sorted(hpc, key=lambda p: int(p.stem.rsplit("_", 1)[1]))[-1:]
+    existing = [p for p in candidates if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime_ns) if existing else None
+
+
+def cluster_plugins(requeue: bool) -> list:
+    """On SLURM: SIGUSR1 (sbatch --signal=USR1@90) saves ``hpc_ckpt_N.ckpt`` and requeues the job."""
+    if not SLURMEnvironment.detect():
+        return []
+    return [SLURMEnvironment(auto_requeue=requeue, requeue_signal=signal.SIGUSR1)]
+
+
+class CheckpointOnPreemption(Callback):
+    """SIGTERM (preemption, ``scancel``, a time limit) -> ``last.ckpt`` is saved before the process exits.
+
+    Lightning turns SIGTERM into a ``SIGTERMException`` once the current batch is done, so the
+    checkpoint is taken between steps, never halfway through an optimizer update.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return  # any other failure may have left the model broken: keep the last good checkpoint
+        trainer.save_checkpoint(self.path)
+        if trainer.is_global_zero:
+            log.warning(
+                "SIGTERM: saved %s at step %d; run the same command with resume=true to continue",
+                self.path,
+                trainer.global_step,
+            )
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stop at the first NaN/Inf loss, before its backward pass: the weights and checkpoints stay good."""
+
+    def on_before_backward(self, trainer: pl.Trainer, module: pl.LightningModule, loss: torch.Tensor) -> None:
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if trainer.world_size > 1:  # every rank stops together, or the others hang in the next all-reduce
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return
+        value = loss.detach().float().cpu().item() if loss.numel() == 1 else math.nan
+        value = value if not math.isfinite(value) else "NaN/Inf on another rank"
+        checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+        if checkpoint and Path(checkpoint).is_file():
+            saved = getattr(trainer.checkpoint_callback, "_last_global_step_saved", None)
+            last_good = f"last good checkpoint: {checkpoint} (step {saved})"
+        else:
+            last_good = "no checkpoint had been saved yet"
+        raise NonFiniteLoss(
+            f"loss is {value} at training step {trainer.global_step}: training stopped, nothing exported; "
+            f"{last_good}. Lower optim.lr or the loss weights, then resume=true continues from the checkpoint"
+        )
+
+
+class RefuseNonFiniteWeights(Callback):
+    """No file is exported from weights holding NaN/Inf (runs before ExportStyle's ``on_train_end``)."""
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        bad = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteLoss(f"weights {bad[:3]} hold NaN/Inf after step {trainer.global_step}: nothing exported")
+
+
+class ReportSkippedImages(Callback):
+    """Unreadable training images: a log line every ``every`` skips, totals in the logger and at the end.
+
+    Counts come from ``datamodule.skipped`` (a ``fststyle.data.SkipCounter`` shared with the workers).
+    """
+
+    def __init__(self, every: int = 100):
+        self.every = every
+        self.reported = 0
+
+    @staticmethod
+    def counter(trainer: pl.Trainer):
+        return getattr(trainer.datamodule, "skipped", None)
+
+    @staticmethod
+    def describe(totals: dict[str, int]) -> str:
+        reasons = ", ".join(f"{k}: {v}" for k, v in totals.items() if k not in ("decoded", "skipped"))
+        return f"{totals['skipped']} unreadable image(s) skipped, {totals['decoded']} decoded" + (
+            f" ({reasons})" if reasons else ""
+        )
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        counter = self.counter(trainer)
+        if counter is None:
+            return
+        totals = counter.totals()
+        module.log("data/skipped_images", float(totals["skipped"]), on_step=True, on_epoch=False)
+        if totals["skipped"] // self.every > self.reported // self.every:
+            log.warning("data: %s so far", self.describe(totals))
+        self.reported = totals["skipped"]
+
+    def report(self, trainer: pl.Trainer) -> None:
+        counter = self.counter(trainer)
+        if counter is None:
+            return
+        totals = counter.totals()
+        if trainer.is_global_zero and (totals["decoded"] or totals["skipped"]):
+            (log.warning if totals["skipped"] else log.info)("data: %s in total", self.describe(totals))
+            metrics = {f"data/{k.split(' (')[0].replace(' ', '_')}": float(v) for k, v in totals.items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.report(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        self.report(trainer)

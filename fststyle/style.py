@@ -1,0 +1,70 @@
+"""Style images: a local path, or a URL downloaded once into the cache and checked by sha256."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from PIL import Image
+import torchvision.transforms.functional as TF
+
+from fststyle.errors import UserError
+from fststyle.vgg import cache_dir
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_url(s: str) -> bool:
+    return urlparse(str(s)).scheme in ("http", "https")
+
+
+def resolve_image(image: str, sha256: str | None = None) -> Path:
+    """A local file as is; a URL fetched into ``<cache>/styles/`` (once) and verified."""
+    if not is_url(image):
+        path = Path(image).expanduser()
+        if not path.is_file():
+            raise UserError(f"style.image: no such file {str(path)!r}")
+        return path
+    dest = cache_dir() / "styles" / Path(urlparse(image).path).name
+    if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(f"{dest.suffix}.{os.getpid()}.part")  # DDP ranks may fetch the same style at once
+    try:
+        torch.hub.download_url_to_file(image, str(tmp), progress=True)
+    except Exception as e:  # noqa: BLE001 - network errors come in many classes
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"could not download style image {image} ({e.__class__.__name__}: {e}); "
+            "pass a local file with style.image=PATH"
+        ) from None
+    if sha256 is not None and (got := sha256_of(tmp)) != sha256:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"style image {image} has sha256 {got}, expected {sha256}")
+    tmp.replace(dest)
+    return dest
+
+
+def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
+    """RGB [0, 1] tensor (1, 3, H, W); ``size`` sets the long side, keeping the aspect ratio."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"cannot read image {str(path)!r}: {e}") from None
+    if size:
+        scale = size / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+    return TF.to_tensor(im).unsqueeze(0)
+
+
+def load_style(image: str, sha256: str | None = None, size: int | None = None) -> torch.Tensor:
+    return load_image(resolve_image(image, sha256), size)

@@ -1,0 +1,114 @@
+"""Build everything from the Hydra config and run Lightning's fit; export the style at the end."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from fststyle.distributed import check_launch, scaled_optim
+from fststyle.errors import UserError
+from fststyle.export import export_transformer
+from fststyle.module import StyleTransferModule
+from fststyle.sharding import StreamEpoch
+from fststyle.safety import (
+    EXIT_PREEMPTED,
+    AtomicCheckpointIO,
+    CheckpointOnPreemption,
+    RefuseNonFiniteWeights,
+    ReportSkippedImages,
+    StopOnNonFiniteLoss,
+    check_resumable,
+    cluster_plugins,
+    latest_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ExportStyle(Callback):
+    """Write ``<export_dir>/<style>.safetensors`` once training ends (rank 0 only)."""
+
+    def __init__(self, export_dir: str | Path, config: dict):
+        self.export_dir, self.config = Path(export_dir), config
+        self.path: Path | None = None
+
+    def on_train_end(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
+        if trainer.is_global_zero:
+            self.path = export_transformer(
+                module.transformer, self.export_dir / f"{module.style['name']}.safetensors", module.style, self.config
+            )
+            log.info("exported %s", self.path)
+
+
+def resume_checkpoint(cfg: DictConfig, checkpoint_dir: Path) -> str | None:
+    """``ckpt_path=FILE`` wins; else ``resume=true`` continues ``last.ckpt`` of this run dir if there is one."""
+    if cfg.ckpt_path:
+        if not Path(cfg.ckpt_path).is_file():
+            raise UserError(f"ckpt_path: no such file {cfg.ckpt_path!r}")
+        return str(cfg.ckpt_path)
+    last = latest_checkpoint(Path(cfg.run_dir), checkpoint_dir)
+    if last is not None:
+        if cfg.resume:
+            log.info("resuming from %s", last)
+            return str(last)
+        raise UserError(
+            f"{checkpoint_dir} already holds a run of this style: resume=true continues it, "
+            "or pick a fresh folder with run_dir=DIR (nothing was overwritten)"
+        )
+    return None
+
+
+def build_logger(cfg: DictConfig):
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return False
+    return instantiate(cfg.logger)
+
+
+def train(cfg: DictConfig) -> Path | None:
+    """Train one style; returns the exported file."""
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    checkpoint_dir = run_dir / "checkpoints"
+    ckpt_path = resume_checkpoint(cfg, checkpoint_dir)
+    if ckpt_path:
+        check_resumable(ckpt_path, config["model"])
+
+    datamodule = instantiate(cfg.data)
+    module = StyleTransferModule(
+        model=config["model"], loss=config["loss"], style=config["style"], optim=config["optim"], config=config,
+        speed=config.get("speed"),
+    )
+    export = ExportStyle(cfg.export_dir, config)
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=cfg.checkpoint_every,
+        enable_version_counter=False,  # always last.ckpt, never last-v1.ckpt, so resume finds the newest
+    )
+    safety = [
+        StopOnNonFiniteLoss(),
+        CheckpointOnPreemption(checkpoint_dir / "last.ckpt"),
+        ReportSkippedImages(),
+        RefuseNonFiniteWeights(),  # before ExportStyle
+    ]
+    trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=str(run_dir),
+        logger=build_logger(cfg),
+        callbacks=[checkpoint, *safety, export, StreamEpoch()],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins(cfg.get("slurm_requeue", True))],
+    )
+    check_launch(trainer)
+    module.optim = scaled_optim(config["optim"], trainer.world_size)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        raise SystemExit(EXIT_PREEMPTED) from None  # checkpoint saved by CheckpointOnPreemption
+    return export.path

@@ -1,0 +1,65 @@
+"""Every config composes, with the public override names of the issues."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+STYLES = sorted(p.stem for p in (CONF / "style").glob("*.yaml"))
+REQUIRED = ["starry_night", "the_scream", "wave", "candy", "mosaic", "udnie", "la_muse", "composition_vii", "feathers", "rain_princess"]
+
+
+def compose_train(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=["run_dir=/tmp/x", *overrides])
+
+
+def test_all_required_styles_exist():
+    assert set(REQUIRED) <= set(STYLES)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_style_config_composes(style):
+    cfg = compose_train([f"style={style}"])
+    assert cfg.style.name == style
+    assert cfg.style.image.startswith("https://raw.githubusercontent.com/") and cfg.style.image.endswith(f"/{style}.jpg")
+    assert len(cfg.style.sha256) == 64 and cfg.style.size > 0 and cfg.style.weight > 0
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_style_checksums_match_the_shared_images(style):
+    from tests.conftest import STYLES as SHARED_STYLES
+
+    sums = SHARED_STYLES / "SHA256SUMS"
+    if not sums.exists():
+        pytest.skip("../shared absent")
+    expected = dict(reversed(line.split()) for line in sums.read_text().splitlines())
+    assert compose_train([f"style={style}"]).style.sha256 == expected[f"{style}.jpg"]
+
+
+def test_public_overrides():
+    cfg = compose_train([
+        "style=wave", "style.image=/x.jpg", "style.weight=7", "style.size=384",
+        "data=folder", "data.path=/photos", "data.image_size=128", "data.batch_size=8",
+        "loss.network=vgg19", "loss.weights=caffe", "trainer.max_steps=5", "logger=csv", "export_dir=out",
+    ])
+    assert (cfg.style.image, cfg.style.weight, cfg.style.size) == ("/x.jpg", 7, 384)
+    assert (cfg.data.source, cfg.data.path, cfg.data.image_size, cfg.data.batch_size) == ("folder", "/photos", 128, 8)
+    assert (cfg.loss.network, cfg.loss.weights, cfg.trainer.max_steps, cfg.export_dir) == ("vgg19", "caffe", 5, "out")
+    assert cfg.logger._target_.endswith("CSVLogger")
+
+
+@pytest.mark.parametrize("logger", ["wandb", "csv", "none"])
+def test_loggers_compose(logger):
+    OmegaConf.to_container(compose_train([f"logger={logger}"]), resolve=True)
+
+
+def test_defaults_follow_johnson():
+    cfg = compose_train([])
+    assert cfg.data.source == "hub" and cfg.data.name == "detection-datasets/coco"
+    assert (cfg.data.image_size, cfg.data.batch_size) == (256, 4)
+    assert cfg.loss.network == "vgg16" and cfg.loss.weights == "torchvision"
+    assert list(cfg.loss.content_layers) == ["relu2_2"]
+    assert list(cfg.loss.style_layers) == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+    assert cfg.optim.lr == 1e-3 and cfg.model.residual_blocks == 5

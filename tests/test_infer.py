@@ -1,0 +1,192 @@
+"""infer.py end to end: images, folders, videos, export, and every bad input (tiny sizes, random-weight style)."""
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from fststyle.errors import UserError
+from fststyle.export import export_transformer
+from fststyle.infer_cli import run
+from fststyle.transformer import TransformerConfig, TransformerNet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def style_file(tmp_path) -> Path:
+    torch.manual_seed(0)
+    return export_transformer(TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1)), tmp_path / "tiny.safetensors", {"name": "tiny"})
+
+
+def infer(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return run(compose("infer", overrides=list(overrides)))
+
+
+def picture(path: Path, size=(40, 30), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_image_both_backends_agree(tmp_path, style_file, backend):
+    src = picture(tmp_path / "in.png", (37, 29))
+    infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / backend}.png", f"backend={backend}")
+    out = np.asarray(Image.open(tmp_path / f"{backend}.png"))
+    assert out.shape == (29, 37, 3)
+    if backend == "torch":
+        other = np.asarray(Image.open(tmp_path / "onnxruntime.png")) if (tmp_path / "onnxruntime.png").exists() else None
+        from fststyle import Stylizer
+
+        expected = np.asarray(Stylizer.from_checkpoint(style_file)(Image.open(src)))
+        assert np.abs(out.astype(int) - expected).max() <= 1
+        assert other is None or np.abs(out.astype(int) - other).max() <= 1
+
+
+def test_size_and_checkpoint_kinds(tmp_path, style_file):
+    src = picture(tmp_path / "in.jpg", (80, 40))
+    infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'out.jpg'}", "size=48", "preserve_color=true", "strength=0.5")
+    assert Image.open(tmp_path / "out.jpg").size == (48, 24)
+
+
+def test_folder_recursive_batches_and_skips(tmp_path, style_file, capsys):
+    src = tmp_path / "photos"
+    for name in ["a.png", "b.png", "sub/c.jpg", "sub/deeper/d.png"]:
+        picture(src / name, (32, 24))
+    picture(src / "big.png", (48, 32))
+    (src / "notes.txt").write_text("not an image")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(UserError, match="2 of 7 input files could not be read"):
+        infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'styled'}", "batch_size=3")
+    out = capsys.readouterr().out
+    assert "stylized 5 images" in out and "images/s" in out and "notes.txt" in out and "broken.jpg" in out
+    for name in ["a.png", "b.png", "sub/c.jpg", "sub/deeper/d.png", "big.png"]:
+        assert Image.open(tmp_path / "styled" / name).size == Image.open(src / name).size
+    assert not (tmp_path / "styled" / "notes.txt").exists()
+
+
+def make_video(path: Path, frames=6, size=(48, 32), rate=12, audio=True):
+    import av
+
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264" if path.suffix != ".gif" else "gif", rate=rate)
+        v.width, v.height = size
+        v.pix_fmt = "yuv420p" if path.suffix != ".gif" else "rgb8"
+        a = out.add_stream("aac", rate=22050) if audio else None
+        rng = np.random.default_rng(0)
+        for i in range(frames):
+            img = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        if a is not None:
+            t = np.arange(int(22050 * frames / rate)) / 22050
+            samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for start in range(0, samples.shape[1], 1024):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 1024]), format="fltp", layout="mono")
+                frame.sample_rate = 22050
+                for p in a.encode(frame):
+                    out.mux(p)
+        for s in [v] + ([a] if a else []):
+            for p in s.encode():
+                out.mux(p)
+    return path
+
+
+@pytest.mark.parametrize("suffix,audio", [(".mp4", True), (".gif", False)])
+def test_video_keeps_rate_frames_and_audio(tmp_path, style_file, suffix, audio, capsys):
+    import av
+
+    src = make_video(tmp_path / f"clip{suffix}", audio=audio)
+    dst = tmp_path / f"styled{suffix}"
+    infer(f"ckpt={style_file}", f"input={src}", f"output={dst}", "batch_size=4")
+    assert "1 video (6 frames)" in capsys.readouterr().out
+    with av.open(str(dst)) as c:
+        v = c.streams.video[0]
+        assert sum(1 for _ in c.decode(v)) == 6
+        assert (v.average_rate or v.guessed_rate) == Fraction(12) or suffix == ".gif"
+        assert (v.codec_context.width, v.codec_context.height) == (48, 32)
+    if audio:
+        with av.open(str(dst)) as c:
+            assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+
+
+def test_export_onnx_and_torchscript(tmp_path, style_file):
+    import onnxruntime as ort
+
+    infer(f"ckpt={style_file}", "export=onnx", f"output={tmp_path / 'net.onnx'}")
+    infer(f"ckpt={style_file}", "export=torchscript", f"output={tmp_path / 'net.pt'}")
+    x = torch.rand(2, 3, 30, 45)
+    from fststyle.inference import Stylizer
+
+    expected = Stylizer.from_checkpoint(style_file)(x)
+    onnx_out = ort.InferenceSession(str(tmp_path / "net.onnx")).run(None, {"image": x.numpy()})[0]
+    assert np.abs(onnx_out - expected.numpy()).max() < 1e-4
+    assert (torch.jit.load(str(tmp_path / "net.pt"))(x) - expected).abs().max() < 1e-5
+    # an exported .onnx works as ckpt= for backend=onnxruntime
+    src = picture(tmp_path / "in.png")
+    infer(f"ckpt={tmp_path / 'net.onnx'}", f"input={src}", f"output={tmp_path / 'o.png'}", "backend=onnxruntime")
+
+
+def test_never_overwrites(tmp_path, style_file):
+    src = picture(tmp_path / "in.png")
+    with pytest.raises(UserError, match="overwrite the input"):
+        infer(f"ckpt={style_file}", f"input={src}", f"output={src}")
+    dst = picture(tmp_path / "out.png", seed=1)
+    before = dst.read_bytes()
+    with pytest.raises(UserError, match="exists; pass overwrite=true"):
+        infer(f"ckpt={style_file}", f"input={src}", f"output={dst}")
+    assert dst.read_bytes() == before
+    infer(f"ckpt={style_file}", f"input={src}", f"output={dst}", "overwrite=true")
+    assert dst.read_bytes() != before
+
+
+def test_bad_checkpoints(tmp_path, style_file):
+    src = picture(tmp_path / "in.png")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(UserError, match="not an fststyle style file"):
+        infer(f"ckpt={garbage}", f"input={src}", f"output={tmp_path / 'o.png'}", "backend=torch")
+    with pytest.raises(UserError, match="not an fststyle style file"):
+        infer(f"ckpt={garbage}", f"input={src}", f"output={tmp_path / 'o.png'}")  # onnxruntime path exports first
+    other = tmp_path / "other.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(UserError, match="not an fststyle style file"):
+        infer(f"ckpt={other}", f"input={src}", f"output={tmp_path / 'o.png'}")
+    ckpt = tmp_path / "bad.ckpt"
+    ckpt.write_bytes(b"PK not a zip")
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        infer(f"ckpt={ckpt}", f"input={src}", f"output={tmp_path / 'o.png'}")
+    with pytest.raises(UserError, match="no such file"):
+        infer(f"ckpt={tmp_path / 'missing.safetensors'}", f"input={src}", f"output={tmp_path / 'o.png'}")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_unwritable_output_fails_before_work(tmp_path, style_file, monkeypatch):
+    import fststyle.infer_cli as cli
+
+    src = picture(tmp_path / "in.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setattr(cli, "Engine", lambda *a: pytest.fail("model loaded before the output check"))
+    with pytest.raises(UserError, match="not writable"):
+        infer(f"ckpt={style_file}", f"input={src}", f"output={blocker / 'sub' / 'o.png'}")
+
+
+def test_cli_error_is_one_line_and_exit_code(tmp_path, style_file):
+    src = picture(tmp_path / "in.png")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    proc = subprocess.run([sys.executable, "infer.py", f"ckpt={bad}", f"input={src}", f"output={tmp_path / 'o.png'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")

@@ -1,0 +1,61 @@
+import torch
+
+from fststyle.losses import PerceptualLoss, channel_mean, content_loss, gram_matrix, style_loss, total_variation
+from fststyle.vgg import LossNetwork
+
+
+def test_gram_matrix_by_hand():
+    f = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.0, -1.0]]).view(1, 3, 1, 2)  # C=3, H=1, W=2
+    g = gram_matrix(f)
+    expected = torch.tensor([[5.0, 11.0, -2.0], [11.0, 25.0, -4.0], [-2.0, -4.0, 1.0]]) / (3 * 1 * 2)
+    assert torch.allclose(g[0], expected)
+
+
+def test_gram_is_independent_of_image_size():
+    f = torch.rand(1, 4, 8, 8)
+    assert torch.allclose(gram_matrix(f), gram_matrix(f.repeat(1, 1, 3, 3)), atol=1e-6)
+
+
+def test_content_and_style_loss_by_hand():
+    a, b = torch.zeros(1, 1, 2, 2), torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
+    assert content_loss(a, b).item() == (1 + 4 + 9 + 16) / 4
+    g, t = torch.ones(2, 3, 3), torch.zeros(1, 3, 3)  # one target broadcast over a batch of 2
+    assert style_loss(g, t).item() == 1.0
+    assert torch.equal(channel_mean(b), torch.tensor([[[2.5]]]))
+
+
+def test_total_variation_by_hand():
+    x = torch.tensor([[0.0, 1.0], [1.0, 3.0]]).view(1, 1, 2, 2)
+    # vertical diffs 1, 2 -> mean sq 2.5; horizontal diffs 1, 2 -> mean sq 2.5
+    assert total_variation(x).item() == 5.0
+    assert total_variation(torch.full((1, 3, 5, 5), 0.3)).item() == 0
+
+
+def test_perceptual_loss_terms_and_weights():
+    net = LossNetwork("vgg16", "random", ["relu2_2", "relu1_2"])
+    style = torch.rand(1, 3, 32, 32)
+    loss = PerceptualLoss(net, {"relu2_2": 1.0}, {"relu1_2": 1.0, "relu2_2": 0.5}, 2.0, 3.0, 4.0)
+    loss.set_style(style)
+    assert loss.style_relu1_2.shape == (1, 64, 64) and bool(loss.style_ready)
+    content, output = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    terms = loss(output, content)
+    f_out, f_content, f_style = net(output, ["relu1_2", "relu2_2"]), net(content, ["relu2_2"]), net(style, ["relu1_2", "relu2_2"])
+    expected_style = style_loss(gram_matrix(f_out["relu1_2"]), gram_matrix(f_style["relu1_2"])) + 0.5 * style_loss(
+        gram_matrix(f_out["relu2_2"]), gram_matrix(f_style["relu2_2"])
+    )
+    assert torch.allclose(terms["content"], 2.0 * content_loss(f_out["relu2_2"], f_content["relu2_2"]))
+    assert torch.allclose(terms["style"], 3.0 * expected_style, rtol=1e-5)
+    assert torch.allclose(terms["tv"], 4.0 * total_variation(output))
+    assert torch.allclose(terms["total"], terms["content"] + terms["style"] + terms["tv"])
+    # the style image is a perfect match for itself
+    assert loss(style, style)["style"].item() < 1e-6
+
+
+def test_style_targets_load_from_a_checkpoint_before_set_style():
+    def make():
+        return PerceptualLoss(LossNetwork("vgg16", "random", ["relu1_2"]), {"relu1_2": 1}, {"relu1_2": 1}, style_target="mean")
+
+    a, b = make(), make()
+    a.set_style(torch.rand(1, 3, 16, 16))
+    b.load_state_dict(a.state_dict())
+    assert bool(b.style_ready) and torch.equal(a.style_relu1_2, b.style_relu1_2)

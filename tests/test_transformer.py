@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from fststyle.errors import UserError
+from fststyle.transformer import TransformerConfig, TransformerNet
+
+
+def test_default_net_is_johnsons():
+    net = TransformerNet()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    # 3 down convs + 5 blocks x 2 + 2 up convs + final conv
+    assert len(convs) == 3 + 10 + 2 + 1
+    assert [c.kernel_size[0] for c in convs[:3]] == [9, 3, 3] and convs[-1].kernel_size == (9, 9)
+    assert [c.out_channels for c in convs[:3]] == [32, 64, 128]
+    assert sum(isinstance(m, torch.nn.InstanceNorm2d) and m.affine for m in net.modules()) == 3 + 10 + 2
+    assert sum(isinstance(m, torch.nn.ReflectionPad2d) for m in net.modules()) == 16
+    # Parameter count of c9s1-32, d64, d128, 5xR128, u64, u32, c9s1-3 with affine instance norm.
+    assert sum(p.numel() for p in net.parameters()) == 1_679_235
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 67, 45)])
+@pytest.mark.parametrize("upsample", ["nearest", "transpose"])
+def test_shapes_and_range(shape, upsample):
+    net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=2, upsample=upsample))
+    y = net(torch.rand(shape) * 4 - 2)
+    assert y.shape == shape
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_config_widths_and_blocks():
+    net = TransformerNet(TransformerConfig(base_channels=16, residual_blocks=3))
+    assert len(net.residuals) == 3
+    assert net.encoder[2][1].out_channels == 64
+
+
+def test_bad_upsample_is_a_user_error():
+    with pytest.raises(UserError, match="upsample"):
+        TransformerNet(TransformerConfig(upsample="pixelshuffle"))
