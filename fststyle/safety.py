@@ -153,9 +153,9 @@ class StopOnNonFiniteLoss(Callback):
 
 
 class RefuseNonFiniteWeights(Callback):
-    """No file is exported from weights holding NaN/Inf (runs before ExportStyle's ``on_train_end``)."""
+    """No file is exported from weights holding NaN/Inf (runs before ExportStyle's ``on_fit_end``)."""
 
-    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         bad = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise NonFiniteLoss(f"weights {bad[:3]} hold NaN/Inf after step {trainer.global_step}: nothing exported")

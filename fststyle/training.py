@@ -31,13 +31,17 @@ log = logging.getLogger(__name__)
 
 
 class ExportStyle(Callback):
-    """Write ``<export_dir>/<style>.safetensors`` once training ends (rank 0 only)."""
+    """Write ``<export_dir>/<style>.safetensors`` once fit ends normally (rank 0 only).
+
+    ``on_fit_end`` rather than ``on_train_end``: a run resumed from a checkpoint taken at its last step
+    (preempted right at the end) trains no step, so only ``on_fit_end`` is called, and it must still export.
+    """
 
     def __init__(self, export_dir: str | Path, config: dict):
         self.export_dir, self.config = Path(export_dir), config
         self.path: Path | None = None
 
-    def on_train_end(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
         if trainer.is_global_zero:
             self.path = export_transformer(
                 module.transformer, self.export_dir / f"{module.style['name']}.safetensors", module.style, self.config
@@ -67,6 +71,11 @@ def build_logger(cfg: DictConfig):
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
     return instantiate(cfg.logger)
+
+
+def extra_callbacks(cfg: DictConfig) -> list[Callback]:
+    """The user's own callbacks, ``callbacks.<name>: {_target_: ...}`` (a dict, so each can be overridden)."""
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
 
 
 def train(cfg: DictConfig) -> Path | None:
@@ -102,7 +111,7 @@ def train(cfg: DictConfig) -> Path | None:
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=build_logger(cfg),
-        callbacks=[checkpoint, *safety, export, StreamEpoch()],
+        callbacks=[checkpoint, *safety, export, StreamEpoch(), *extra_callbacks(cfg)],
         plugins=[AtomicCheckpointIO(), *cluster_plugins(cfg.get("slurm_requeue", True))],
     )
     check_launch(trainer)

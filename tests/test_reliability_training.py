@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
 
 from fststyle.errors import UserError
 from fststyle.module import StyleTransferModule
@@ -128,6 +129,21 @@ def test_nan_loss_stops_with_the_step_keeps_last_good_checkpoint_and_exports_not
     assert not (run / "exports").exists() or not list((run / "exports").iterdir())
 
 
+
+def test_resume_of_a_run_preempted_at_its_last_step_still_exports(tmp_path, photos, style_image):
+    """SIGTERM during the last step leaves a checkpoint at max_steps and no export; the requeued job trains
+    no step at all, and must still write the style file."""
+    run = tmp_path / "run"
+    args = overrides(run, photos, style_image, "trainer.max_steps=4", "checkpoint_every=2")
+    first = train(config(args))
+    assert ckpt_state(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+    saved = load_file(first)
+    first.unlink()  # as if the SIGTERM had come before the export
+    again = train(config([*args, "resume=true"]))
+    assert again == first
+    exported = load_file(again)
+    assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
+
 # -- subprocess trainings: killed for real --------------------------------------------------------
 def start_training(run: Path, photos: Path, style: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
@@ -161,8 +177,9 @@ def checkpoint_step(path: Path) -> int:
 def test_sigkill_and_sigterm_then_resume_continue_the_same_run(tmp_path, photos, style_image):
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
-    every, total = 3, 18
-    common = [f"trainer.max_steps={total}", "optim.schedule=linear", "optim.lr=0.01"]
+    every, total = 3, 30  # long enough that SIGTERM lands before the end
+    slow = ["+callbacks.slow._target_=tests.slow.SlowSteps", "+callbacks.slow.seconds=0.3"]
+    common = [f"trainer.max_steps={total}", "optim.schedule=linear", "optim.lr=0.01", *slow]
 
     # 1. SIGKILL between checkpoints: at most one checkpoint interval is lost.
     proc = start_training(run, photos, style_image, *common, f"checkpoint_every={every}")
