@@ -3,6 +3,7 @@
     python bench/train_throughput.py                       # CPU, 256 px, batch 4
     python bench/train_throughput.py --device cuda --batch 16 --workers 8
     python bench/train_throughput.py --quality-check --size 128   # 200 steps fp32 vs fast: final style loss
+    python bench/train_throughput.py --breakdown           # where a step's time goes, and what bounds it
 
 Both sides run complete training steps (forward, loss, backward, Adam) on the same photos, image
 size and batch, in the same process. The rounds alternate (baseline steps, then a Lightning fit),
@@ -354,6 +355,111 @@ def quality_check(args, overrides: list[str]) -> bool:
     return ok
 
 
+def breakdown(args, device: torch.device, overrides: list[str]) -> None:
+    """Time each phase of one step on the same batch, count its convolution/matmul FLOPs, and compare the
+    achieved rate with this machine's dense-matmul peak in fp32 and bf16, measured here too."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fststyle.style import load_style
+
+    torch.manual_seed(0)
+    baseline = Baseline(args, device)
+    x255 = baseline.next_batch().to(device)
+    cfg = fststyle_config(args, overrides)
+    module, _ = build_fststyle(cfg)
+    module.to(device)
+    module.loss.set_style(load_style(str(args.style), None, cfg.style.size).to(device))
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
+    x = x255.div(255)  # the same photos in [0, 1], as the module's to_float gives them
+
+    def timed(fn, repeats=3):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    def flops(fn) -> float:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            fn()
+        return counter.get_total_flops()
+
+    # -- baseline phases (fp32, NCHW) -----------------------------------------------------------
+    def b_transformer():
+        with torch.no_grad():
+            return baseline.transformer(x255)
+
+    def b_vgg_content():
+        with torch.no_grad():
+            return baseline.vgg(examples_normalize_batch(x255))
+
+    def b_full():
+        baseline.optimizer.zero_grad()
+        y = baseline.transformer(x255)
+        fy, fx = baseline.vgg(examples_normalize_batch(y)), baseline.vgg(examples_normalize_batch(x255))
+        loss = 1e5 * nn.functional.mse_loss(fy[1], fx[1])
+        for ft, gs in zip(fy, baseline.gram_style):
+            loss = loss + 1e10 * nn.functional.mse_loss(examples_gram_matrix(ft), gs[: len(x255)])
+        loss.backward()
+        baseline.optimizer.step()
+
+    # -- fststyle phases (the module's own training_step, under the trainer's precision) -----------
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def f_transformer():
+        with torch.no_grad(), autocast():
+            return module.transformer(x)
+
+    def f_vgg_content():
+        with torch.no_grad(), autocast():
+            return module.loss.content_features(module.loss_layout(x, x)[1])
+
+    optimizer = torch.optim.Adam(module.transformer.parameters(), 1e-3)
+
+    def f_full():
+        optimizer.zero_grad()
+        with autocast():
+            losses = module.loss(*module.loss_layout(module.transformer(x), x))
+        losses["total"].backward()
+        optimizer.step()
+
+    def peak(dtype) -> float:
+        a = torch.randn(2048, 2048, device=device, dtype=dtype)
+        return 2 * 2048**3 / timed(lambda: a @ a)
+
+    rows = [
+        ("baseline", "transformer forward", b_transformer),
+        ("baseline", "VGG forward, content (to relu4_3)", b_vgg_content),
+        ("baseline", "whole step (fwd + bwd + Adam)", b_full),
+        ("fststyle", "transformer forward", f_transformer),
+        ("fststyle", "VGG forward, content (to relu2_2)", f_vgg_content),
+        ("fststyle", "whole step (fwd + bwd + Adam)", f_full),
+    ]
+    peaks = {"fp32": peak(torch.float32), "bf16": peak(torch.bfloat16)}
+    print(f"{args.size}x{args.size}, batch {args.batch}, device {device}, {torch.get_num_threads()} threads, "
+          f"fststyle precision {cfg.trainer.precision}")
+    print(f"dense matmul peak (2048^3): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s "
+          f"(bf16/fp32 {peaks['bf16'] / peaks['fp32']:.2f}x)")
+    print(f"{'':10s} {'phase':36s} {'seconds':>8s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'% of peak':>9s}")
+    whole = {}
+    for side, name, fn in rows:
+        seconds, work = timed(fn), flops(fn)
+        dtype = "bf16" if side == "fststyle" and bf16 else "fp32"
+        print(f"{side:10s} {name:36s} {seconds:8.3f} {work / 1e9:8.1f} {work / seconds / 1e9:8.0f} "
+              f"{100 * work / seconds / peaks[dtype]:8.0f}%")
+        if name.startswith("whole"):
+            whole[side] = (seconds, work, dtype)
+    (tb, wb, _), (tf, wf, df) = whole["baseline"], whole["fststyle"]
+    print(f"step ratio fststyle/baseline: {tb / tf:.2f}x; of which fewer FLOPs {wb / wf:.2f}x, "
+          f"faster FLOPs {(wf / tf) / (wb / tb):.2f}x")
+    bound = (wb / wf) * peaks[df] / (wb / tb)
+    print(f"upper bound if fststyle ran every FLOP at the {df} matmul peak: {bound:.2f}x the baseline")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="training image size (square)")
@@ -368,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style", type=Path, default=SHARED / "styles" / "starry_night.jpg")
     parser.add_argument("--quality-check", action="store_true", help="200 steps fp32 vs fast instead of throughput")
     parser.add_argument("--quality-steps", type=int, default=200)
+    parser.add_argument("--breakdown", action="store_true", help="time and FLOPs per phase, against the matmul peak")
     parser.add_argument("overrides", nargs="*", help="fststyle config overrides, e.g. speed.compile=true")
     args = parser.parse_args(argv)
     for path in (args.data, args.weights, args.style):
@@ -379,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"trainer.devices=[{device.index}]")
     if args.quality_check:
         return 0 if quality_check(args, overrides) else 1
+    if args.breakdown:
+        breakdown(args, device, overrides)
+        return 0
     throughput(args, device, overrides)
     return 0
 
