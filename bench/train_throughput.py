@@ -427,9 +427,18 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         losses["total"].backward()
         optimizer.step()
 
-    def peak(dtype) -> float:
-        a = torch.randn(2048, 2048, device=device, dtype=dtype)
-        return 2 * 2048**3 / timed(lambda: a @ a)
+    def conv_rate(bf16_channels_last: bool) -> float:
+        """FLOP/s of the most convolution-friendly work in a step: VGG16 forward through relu4_3 on this batch."""
+        v = baseline.vgg.to(memory_format=torch.channels_last if bf16_channels_last else torch.contiguous_format)
+        xv = x.contiguous(memory_format=torch.channels_last) if bf16_channels_last else x
+
+        def run():
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_channels_last):
+                v(xv)
+
+        rate = flops(run) / timed(run)
+        baseline.vgg.to(memory_format=torch.contiguous_format)
+        return rate
 
     rows = [
         ("baseline", "transformer forward", b_transformer),
@@ -439,11 +448,11 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         ("fststyle", "VGG forward, content (to relu2_2)", f_vgg_content),
         ("fststyle", "whole step (fwd + bwd + Adam)", f_full),
     ]
-    peaks = {"fp32": peak(torch.float32), "bf16": peak(torch.bfloat16)}
+    peaks = {"fp32": conv_rate(False), "bf16": conv_rate(True)}
     print(f"{args.size}x{args.size}, batch {args.batch}, device {device}, {torch.get_num_threads()} threads, "
           f"fststyle precision {cfg.trainer.precision}")
-    print(f"dense matmul peak (2048^3): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s "
-          f"(bf16/fp32 {peaks['bf16'] / peaks['fp32']:.2f}x)")
+    print(f"convolution peak (VGG16 forward to relu4_3 on this batch): fp32 NCHW {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 channels_last {peaks['bf16'] / 1e9:.0f} GFLOP/s (bf16/fp32 {peaks['bf16'] / peaks['fp32']:.2f}x)")
     print(f"{'':10s} {'phase':36s} {'seconds':>8s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'% of peak':>9s}")
     whole = {}
     for side, name, fn in rows:
@@ -456,8 +465,17 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     (tb, wb, _), (tf, wf, df) = whole["baseline"], whole["fststyle"]
     print(f"step ratio fststyle/baseline: {tb / tf:.2f}x; of which fewer FLOPs {wb / wf:.2f}x, "
           f"faster FLOPs {(wf / tf) / (wb / tb):.2f}x")
-    bound = (wb / wf) * peaks[df] / (wb / tb)
-    print(f"upper bound if fststyle ran every FLOP at the {df} matmul peak: {bound:.2f}x the baseline")
+    print(f"upper bound, every fststyle FLOP at the {df} convolution peak: {tb * peaks[df] / wf:.2f}x the baseline")
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        f_full()
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    print("fststyle step, self time by op (torch.profiler):")
+    for e in ops[:12]:
+        print(f"  {e.key:44s} {e.self_cpu_time_total / 1e6:7.3f} s {100 * e.self_cpu_time_total / total:5.1f}%  x{e.count}")
 
 
 def main(argv: list[str] | None = None) -> int:
