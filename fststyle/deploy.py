@@ -7,21 +7,16 @@ module imports torch only when it has to export.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from fststyle.cache import cache_dir, sha256_of
 from fststyle.color import finish
 from fststyle.errors import UserError
 
 # ONNX outputs match PyTorch fp32 within this (max abs, on [0, 1] pixels); tests/test_infer_deploy.py checks it
 ONNX_TOLERANCE = 1e-4
 OPSET = 17
-
-
-def cache_dir() -> Path:
-    """Same place as fststyle.vgg.cache_dir (which would import torch)."""
-    return Path(os.environ.get("FSSTYLE_CACHE", Path.home() / ".cache" / "fststyle")).expanduser()
 
 
 def _aligned(ckpt: str | Path):
@@ -69,14 +64,6 @@ def export_torchscript(ckpt: str | Path, path: str | Path) -> Path:
     torch.jit.script(model).save(str(tmp))
     os.replace(tmp, path)
     return path
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cached_onnx(ckpt: str | Path) -> Path:

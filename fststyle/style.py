@@ -1,7 +1,6 @@
 """Style images: a local path, or a URL downloaded once into the cache and checked by sha256."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -10,16 +9,8 @@ import torch
 from PIL import Image
 import torchvision.transforms.functional as TF
 
+from fststyle.cache import cache_dir, sha256_of
 from fststyle.errors import UserError
-from fststyle.vgg import cache_dir
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_url(s: str) -> bool:

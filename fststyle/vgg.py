@@ -6,7 +6,6 @@ the network owns its preprocessing and callers always pass RGB in [0, 1].
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -14,6 +13,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from fststyle.cache import cache_dir
 from fststyle.errors import UserError
 
 # Public downloads of the Caffe-trained VGGs in torchvision layout (jcjohnson/pytorch-vgg);
@@ -115,11 +115,6 @@ def resolve_network(network: str, weights: str) -> tuple[str, dict[str, torch.Te
         return "vgg19", None
     state = _load_state_dict("vgg19", weights)  # a PATH: the network name is not used to read it
     return network_of({k.removeprefix("features."): v for k, v in state.items()}), state
-
-
-def cache_dir() -> Path:
-    """Where downloads live: $FSSTYLE_CACHE, else ~/.cache/fststyle."""
-    return Path(os.environ.get("FSSTYLE_CACHE", Path.home() / ".cache" / "fststyle")).expanduser()
 
 
 def default_preprocessing(weights: str) -> str:
