@@ -129,7 +129,6 @@ def test_nan_loss_stops_with_the_step_keeps_last_good_checkpoint_and_exports_not
     assert not (run / "exports").exists() or not list((run / "exports").iterdir())
 
 
-
 def test_resume_of_a_run_preempted_at_its_last_step_still_exports(tmp_path, photos, style_image):
     """SIGTERM during the last step leaves a checkpoint at max_steps and no export; the requeued job trains
     no step at all, and must still write the style file."""
