@@ -24,16 +24,7 @@ sys.path.insert(0, str(ROOT))
 from fststyle.export import export_transformer  # noqa: E402
 from fststyle.inference import Stylizer  # noqa: E402
 from fststyle.transformer import TransformerNet  # noqa: E402
-
-
-def best_of(fn, repeats):
-    fn()  # warm-up (allocations, oneDNN primitive creation, onnxruntime graph setup)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_of  # noqa: E402 - bench/timing.py
 
 
 def main():

@@ -360,6 +360,8 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     achieved rate with this machine's dense-matmul peak in fp32 and bf16, measured here too."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from timing import best_of  # bench/timing.py
+
     from fststyle.style import load_style
 
     torch.manual_seed(0)
@@ -371,15 +373,6 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     module.loss.set_style(load_style(str(args.style), None, cfg.style.size).to(device))
     bf16 = str(cfg.trainer.precision).startswith("bf16")
     x = x255.div(255)  # the same photos in [0, 1], as the module's to_float gives them
-
-    def timed(fn, repeats=3):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
 
     def flops(fn) -> float:
         counter = FlopCounterMode(display=False)
@@ -436,7 +429,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_channels_last):
                 v(xv)
 
-        rate = flops(run) / timed(run)
+        rate = flops(run) / best_of(run)
         baseline.vgg.to(memory_format=torch.contiguous_format)
         return rate
 
@@ -456,7 +449,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     print(f"{'':10s} {'phase':36s} {'seconds':>8s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'% of peak':>9s}")
     whole = {}
     for side, name, fn in rows:
-        seconds, work = timed(fn), flops(fn)
+        seconds, work = best_of(fn), flops(fn)
         dtype = "bf16" if side == "fststyle" and bf16 else "fp32"
         print(f"{side:10s} {name:36s} {seconds:8.3f} {work / 1e9:8.1f} {work / seconds / 1e9:8.0f} "
               f"{100 * work / seconds / peaks[dtype]:8.0f}%")
