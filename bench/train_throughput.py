@@ -175,14 +175,10 @@ class Baseline:
             x = next(self.batches)
         return x
 
-    def step(self) -> tuple[float, float]:
-        """One step; returns (seconds with loading, seconds without)."""
-        start = time.perf_counter()
-        x = self.next_batch()
-        loaded = time.perf_counter()
+    def train_step(self, x: torch.Tensor) -> None:
+        """The examples' step on one batch of 0-255 images already on the device."""
         n_batch = len(x)
         self.optimizer.zero_grad()
-        x = x.to(self.device)
         y = self.transformer(x)
         y, x = examples_normalize_batch(y), examples_normalize_batch(x)
         features_y, features_x = self.vgg(y), self.vgg(x)
@@ -194,6 +190,13 @@ class Baseline:
         total_loss.backward()
         self.optimizer.step()
         total_loss.item()  # the examples accumulate .item() for their log line every step
+
+    def step(self) -> tuple[float, float]:
+        """One step; returns (seconds with loading, seconds without)."""
+        start = time.perf_counter()
+        x = self.next_batch()
+        loaded = time.perf_counter()
+        self.train_step(x.to(self.device))
         end = time.perf_counter()
         return end - start, end - loaded
 
@@ -357,7 +360,7 @@ def quality_check(args, overrides: list[str]) -> bool:
 
 def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     """Time each phase of one step on the same batch, count its convolution/matmul FLOPs, and compare the
-    achieved rate with this machine's dense-matmul peak in fp32 and bf16, measured here too."""
+    achieved rate with this machine's convolution peak in fp32 and bf16 (VGG16 forward), measured here too."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from timing import best_of  # bench/timing.py
@@ -390,14 +393,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
             return baseline.vgg(examples_normalize_batch(x255))
 
     def b_full():
-        baseline.optimizer.zero_grad()
-        y = baseline.transformer(x255)
-        fy, fx = baseline.vgg(examples_normalize_batch(y)), baseline.vgg(examples_normalize_batch(x255))
-        loss = 1e5 * nn.functional.mse_loss(fy[1], fx[1])
-        for ft, gs in zip(fy, baseline.gram_style):
-            loss = loss + 1e10 * nn.functional.mse_loss(examples_gram_matrix(ft), gs[: len(x255)])
-        loss.backward()
-        baseline.optimizer.step()
+        baseline.train_step(x255)
 
     # -- fststyle phases (the module's own training_step, under the trainer's precision) -----------
     def autocast():
@@ -416,7 +412,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     def f_full():
         optimizer.zero_grad()
         with autocast():
-            losses = module.loss(*module.loss_layout(module.transformer(x), x))
+            losses = module.step_losses(x)
         losses["total"].backward()
         optimizer.step()
 
@@ -485,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style", type=Path, default=SHARED / "styles" / "starry_night.jpg")
     parser.add_argument("--quality-check", action="store_true", help="200 steps fp32 vs fast instead of throughput")
     parser.add_argument("--quality-steps", type=int, default=200)
-    parser.add_argument("--breakdown", action="store_true", help="time and FLOPs per phase, against the matmul peak")
+    parser.add_argument("--breakdown", action="store_true", help="time and FLOPs per phase, against the convolution peak")
     parser.add_argument("overrides", nargs="*", help="fststyle config overrides, e.g. speed.compile=true")
     args = parser.parse_args(argv)
     for path in (args.data, args.weights, args.style):

@@ -82,9 +82,12 @@ class StyleTransferModule(pl.LightningModule):
             return output, content
         return output.contiguous(memory_format=torch.channels_last), content.contiguous(memory_format=torch.channels_last)
 
+    def step_losses(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The training step's losses on a [0, 1] batch (also what the speed benchmark and its quality test time)."""
+        return self.loss(*self.loss_layout(self.transformer(content), content))
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        content = self.to_float(batch)
-        losses = self.loss(*self.loss_layout(self.transformer(content), content))
+        losses = self.step_losses(self.to_float(batch))
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False)
         self.log("loss", losses["total"], prog_bar=True, logger=False)
         return losses["total"]

@@ -143,6 +143,7 @@ def test_resume_of_a_run_preempted_at_its_last_step_still_exports(tmp_path, phot
     exported = load_file(again)
     assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
 
+
 # -- subprocess trainings: killed for real --------------------------------------------------------
 def start_training(run: Path, photos: Path, style: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
@@ -176,7 +177,7 @@ def checkpoint_step(path: Path) -> int:
 def test_sigkill_and_sigterm_then_resume_continue_the_same_run(tmp_path, photos, style_image):
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
-    every, total = 3, 30  # long enough that SIGTERM lands before the end
+    every, total = 3, 30
     slow = ["+callbacks.slow._target_=tests.slow.SlowSteps", "+callbacks.slow.seconds=0.3"]
     common = [f"trainer.max_steps={total}", "optim.schedule=linear", "optim.lr=0.01", *slow]
 

@@ -13,6 +13,7 @@ from PIL import Image
 from pytorch_lightning.plugins.precision import MixedPrecision
 
 from fststyle.module import StyleTransferModule
+from fststyle.style import load_style
 from tests.conftest import ROOT
 
 LOSS_RTOL = 0.01  # per loss term, relative (measured: 0.2% at 128 px, Caffe VGG16, starry_night)
@@ -25,8 +26,7 @@ def module_for(style: str, weights: str, channels_last: bool) -> StyleTransferMo
     c = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(0)
     module = StyleTransferModule(c["model"], c["loss"], c["style"], c["optim"], speed={"channels_last": channels_last})
-    image = torch.from_numpy(np.array(Image.open(style).convert("RGB").resize((256, 256))))
-    module.loss.set_style(image.permute(2, 0, 1)[None].float() / 255)
+    module.loss.set_style(load_style(style, None, 256))
     return module
 
 
@@ -34,8 +34,7 @@ def losses_and_grad(module: StyleTransferModule, batch: torch.Tensor, precision:
     module.zero_grad()
     context = MixedPrecision("bf16-mixed", "cpu").forward_context() if precision == "bf16" else torch.enable_grad()
     with context:
-        content = module.to_float(batch)
-        losses = module.loss(*module.loss_layout(module.transformer(content), content))
+        losses = module.step_losses(module.to_float(batch))
     losses["total"].backward()
     grad = torch.cat([p.grad.flatten() for p in module.transformer.parameters()])
     return {k: float(v.detach()) for k, v in losses.items()}, grad
