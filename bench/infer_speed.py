@@ -1,9 +1,11 @@
 """Inference speed on a 1024x680 photo: baseline vs the paths infer.py can take, measured in one run.
 
 Baseline = the same network, plain fp32 eager PyTorch, NCHW, batch 1, untiled, under no_grad
-(what pytorch/examples does). Random weights: speed does not depend on them.
+(what pytorch/examples does). Random weights: speed does not depend on them. Every other path
+runs the network's exact faster form (fststyle/rewrite.py); "as trained" rows show the network
+without it. Paths are timed round-robin (bench/timing.py), best of --repeats.
 
-    python bench/infer_speed.py [--repeats 3] [--compile]
+    python bench/infer_speed.py [--repeats 5] [--layers] [--compile]
 """
 from __future__ import annotations
 
@@ -21,15 +23,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fststyle.deploy import OnnxStylizer, OpenVinoStylizer, cached_onnx, installed  # noqa: E402
 from fststyle.export import export_transformer  # noqa: E402
 from fststyle.inference import Stylizer  # noqa: E402
 from fststyle.transformer import TransformerNet  # noqa: E402
-from timing import best_of  # noqa: E402 - bench/timing.py
+from timing import best_of_each  # noqa: E402 - bench/timing.py
+
+DEFAULT = "openvino fp32 (infer.py CPU default)"
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--layers", action="store_true", help="also OpenVINO's per-layer times for the default path")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (bf16, channels_last): minutes of compiling")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -38,64 +44,93 @@ def main():
     os.environ["FSSTYLE_CACHE"] = str(work / "cache")
     style = export_transformer(net, work / "random.safetensors", {"name": "random"})
     photo = torch.rand(1, 3, 680, 1024)
+    x = photo.numpy()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, image 1024x680")
 
     def baseline():
         with torch.no_grad():
             net(photo)
 
-    results = {"baseline fp32 eager NCHW": best_of(baseline, args.repeats)}
-    reference = Stylizer(net)(photo)
-    errors = {}
+    stylizers = {
+        "torch fp32 channels_last, as trained": Stylizer(net, rewrite=False),
+        "torch fp32 channels_last": Stylizer(net),
+        "torch bf16 channels_last, as trained": Stylizer(net, precision="bf16", rewrite=False),
+        "torch bf16 channels_last": Stylizer(net, precision="bf16"),
+    }
+    paths = {"baseline fp32 eager NCHW": baseline} | {name: (lambda s=s: s(photo)) for name, s in stylizers.items()}
+    runtimes = {}
+    if installed("onnxruntime"):
+        runtimes["onnxruntime fp32"] = OnnxStylizer(cached_onnx(style))
+    if installed("openvino"):
+        runtimes[DEFAULT] = OpenVinoStylizer(cached_onnx(style))
+        runtimes["openvino bf16"] = OpenVinoStylizer(cached_onnx(style), precision="bf16")
+    paths |= {name: (lambda r=r: r(x)) for name, r in runtimes.items()}
 
-    fast = Stylizer(net)  # channels_last + inference_mode, fp32
-    results["torch fp32 channels_last inference_mode"] = best_of(lambda: fast(photo), args.repeats)
-    bf16 = Stylizer(net, precision="bf16")
-    results["torch bf16 channels_last"] = best_of(lambda: bf16(photo), args.repeats)
-    errors["torch bf16 channels_last"] = (bf16(photo) - reference).abs().mean().item() * 255
-
-    from fststyle.deploy import OnnxStylizer
-
-    ort_stylizer = OnnxStylizer.from_checkpoint(style)
-    x = photo.numpy()
-    results["onnxruntime fp32 (infer.py CPU default)"] = best_of(lambda: ort_stylizer(x), args.repeats)
-    errors["onnxruntime fp32 (infer.py CPU default)"] = float(np.abs(ort_stylizer(x) - reference.numpy()).mean() * 255)
+    with torch.no_grad():
+        reference = net(photo)
+    errors = {name: (s(photo) - reference).abs().mean().item() * 255 for name, s in stylizers.items()}
+    errors |= {name: float(np.abs(r(x) - reference.numpy()).mean() * 255) for name, r in runtimes.items()}
 
     if args.compile:
         import torch._inductor.config as inductor
 
         inductor.freezing = True
-        compiled = torch.compile(bf16.net)
+        compiled = torch.compile(stylizers["torch bf16 channels_last"].net)
         xc = photo.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        name = "torch.compile bf16 channels_last (not in infer.py: compile time)"
         with torch.inference_mode():
             start = time.perf_counter()
-            compiled(xc)
+            errors[name] = (compiled(xc).float() - reference).abs().mean().item() * 255
             print(f"torch.compile bf16: {time.perf_counter() - start:.0f} s to compile")
-            results["torch.compile bf16 channels_last (not in infer.py: compile time)"] = best_of(lambda: compiled(xc), args.repeats)
-            errors["torch.compile bf16 channels_last (not in infer.py: compile time)"] = (compiled(xc).float() - reference).abs().mean().item() * 255
+        paths[name] = lambda: torch.inference_mode()(compiled)(xc)
 
+    results = best_of_each(paths, args.repeats)
     base = results["baseline fp32 eager NCHW"]
     print(f"\n{'path':66s} {'s/image':>8s} {'speed-up':>8s} {'MAE/255':>8s}")
     for name, t in results.items():
         err = f"{errors[name]:.3f}" if name in errors else "0"
         print(f"{name:66s} {t:8.3f} {base / t:7.2f}x {err:>8s}")
 
-    # the whole process, as a user runs it (ONNX graph already cached by the run above)
+    if args.layers and DEFAULT in runtimes:
+        layer_times(cached_onnx(style), x)
+    whole_process(style, photo, work, args.repeats)
+
+
+def layer_times(onnx_path: Path, x: np.ndarray, top: int = 20) -> None:
+    """OpenVINO's own per-layer counters: where the default path spends its time."""
+    import openvino as ov
+
+    model = ov.Core().compile_model(str(onnx_path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": "YES"})
+    request = model.create_infer_request()
+    request.infer({0: x})
+    request.infer({0: x})
+    rows = sorted(((p.real_time.total_seconds() * 1000, p.node_type, p.exec_type, p.node_name) for p in request.get_profiling_info()), reverse=True)
+    print(f"\nOpenVINO per layer (one call, {sum(r[0] for r in rows):.0f} ms in all), top {top}:")
+    for ms, kind, impl, name in rows[:top]:
+        print(f"{ms:8.1f} ms  {kind:13s} {impl:24s} {name[:70]}")
+
+
+def whole_process(style: Path, photo: torch.Tensor, work: Path, repeats: int) -> None:
+    """The whole ``python infer.py`` process, as a user runs it (ONNX graph already cached above)."""
     from PIL import Image
 
-    src = work / "photo.jpg"
+    src, tiny = work / "photo.jpg", work / "tiny.jpg"
     Image.fromarray((photo[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(src, quality=95)
-    walls = []
-    for i in range(args.repeats):
-        cmd = [sys.executable, "infer.py", f"ckpt={style}", f"input={src}", f"output={work / f'out{i}.jpg'}"]
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tiny)
+
+    def wall(cmd):
         start = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-        walls.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch"], check=True)
-    torch_import = time.perf_counter() - start
-    print(f"\nwhole `python infer.py ckpt=... input=photo.jpg output=...` process: best {min(walls):.2f} s "
-          f"(runs: {', '.join(f'{w:.2f}' for w in walls)}); for scale: `python -c 'import torch'` alone takes {torch_import:.2f} s")
+        return time.perf_counter() - start
+
+    runs = {"1024x680 photo": [], "8x8 image (start-up cost)": [], "`python -c 'import torch'`": []}
+    for i in range(repeats):
+        runs["1024x680 photo"].append(wall([sys.executable, "infer.py", f"ckpt={style}", f"input={src}", f"output={work / f'out{i}.jpg'}"]))
+        runs["8x8 image (start-up cost)"].append(wall([sys.executable, "infer.py", f"ckpt={style}", f"input={tiny}", f"output={work / f'tiny{i}.jpg'}"]))
+        runs["`python -c 'import torch'`"].append(wall([sys.executable, "-c", "import torch"]))
+    print("\nwhole `python infer.py ckpt=... input=IMAGE output=...` process:")
+    for name, walls in runs.items():
+        print(f"  {name:28s} best {min(walls):.2f} s (runs: {', '.join(f'{w:.2f}' for w in walls)})")
 
 
 if __name__ == "__main__":

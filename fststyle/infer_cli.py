@@ -1,7 +1,8 @@
 """What ``infer.py`` does with its config: stylize an image, a folder or a video, or export the network.
 
-The CPU path runs the network with onnxruntime and never imports PyTorch (3 s of import time
-on a small CPU); PyTorch is loaded only for GPUs, bf16/fp16, tiles and exports.
+The CPU path runs the network's ONNX graph with OpenVINO (or onnxruntime) and never imports
+PyTorch (2 s of import time on a small CPU); PyTorch is loaded only for GPUs, tiles, exports,
+and the first use of a style file (to export its graph).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from fststyle.errors import UserError
 
 EXPORTS = {"onnx": ".onnx", "torchscript": ".pt"}
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
+RUNTIMES = ("openvino", "onnxruntime")  # ONNX runtimes on the CPU, fastest first (bench/infer_speed.py)
 
 
 def run(cfg: DictConfig) -> Path:
@@ -84,8 +86,9 @@ def check_outputs(jobs: list[tuple[Path, Path]], out_dir: Path, overwrite: bool)
 class Engine:
     """The network behind one backend: ``engine(batch)`` maps (N, H, W, 3) uint8 to the same.
 
-    ``backend=auto`` picks onnxruntime on the CPU in fp32 (fastest here, and no PyTorch import),
-    PyTorch otherwise; images larger than ``tile`` always go through PyTorch's tiling.
+    ``backend=auto`` picks an ONNX runtime on the CPU in fp32 (OpenVINO, else onnxruntime: faster
+    here, and no PyTorch import), PyTorch otherwise; images larger than ``tile`` always go through
+    PyTorch's tiling.
     """
 
     def __init__(self, cfg: DictConfig, ckpt: Path):
@@ -101,22 +104,30 @@ class Engine:
             raise UserError(f"strength must be between 0 and 1, got {cfg.strength}")
         if backend == "onnxruntime" and (cfg.precision != "fp32" or cfg.device not in ("auto", "cpu")):
             raise UserError("backend=onnxruntime runs fp32 on the CPU: use precision=fp32 device=cpu, or backend=torch")
+        if backend == "openvino" and cfg.device not in ("auto", "cpu"):
+            raise UserError("backend=openvino runs on the CPU: use device=cpu, or backend=torch")
         if backend == "auto":
-            from fststyle.deploy import onnxruntime_available
+            from fststyle.deploy import installed
 
             on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not _gpu_likely())
-            backend = "onnxruntime" if on_cpu and cfg.precision == "fp32" and onnxruntime_available() else "torch"
+            usable = [r for r in RUNTIMES if installed(r)] if on_cpu and cfg.precision == "fp32" else []
+            backend = usable[0] if usable else "torch"
         self.backend = backend
-        self._onnx = self._torch = None
+        self._runtime = self._torch = None
         # load now: a bad checkpoint is reported before any file is read
-        self.onnx() if backend == "onnxruntime" else self.torch()
+        self.runtime() if backend in RUNTIMES else self.torch()
 
-    def onnx(self):
-        if self._onnx is None:
-            from fststyle.deploy import OnnxStylizer
+    def runtime(self):
+        if self._runtime is None:
+            from fststyle.deploy import OnnxStylizer, OpenVinoStylizer
 
-            self._onnx = OnnxStylizer.from_checkpoint(self.ckpt, preserve_color=self.cfg.preserve_color, strength=float(self.cfg.strength))
-        return self._onnx
+            cfg = self.cfg
+            options = {"preserve_color": cfg.preserve_color, "strength": float(cfg.strength)}
+            if self.backend == "openvino":
+                self._runtime = OpenVinoStylizer.from_checkpoint(self.ckpt, precision=cfg.precision, **options)
+            else:
+                self._runtime = OnnxStylizer.from_checkpoint(self.ckpt, **options)
+        return self._runtime
 
     def torch(self):
         if self._torch is None:
@@ -133,8 +144,8 @@ class Engine:
         import numpy as np
 
         tiled = self.cfg.tile and max(batch.shape[1:3]) > self.cfg.tile
-        if self.backend == "onnxruntime" and not tiled:
-            out = self.onnx()(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+        if self.backend in RUNTIMES and not tiled:
+            out = self.runtime()(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255)
         else:
             import torch
 

@@ -36,19 +36,29 @@ def picture(path: Path, size=(40, 30), seed=0) -> Path:
     return path
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
-def test_image_both_backends_agree(tmp_path, style_file, backend):
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "torch"])
+def test_image_every_backend_agrees_with_the_api(tmp_path, style_file, backend):
     src = picture(tmp_path / "in.png", (37, 29))
     infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / backend}.png", f"backend={backend}")
     out = np.asarray(Image.open(tmp_path / f"{backend}.png"))
     assert out.shape == (29, 37, 3)
-    if backend == "torch":
-        other = np.asarray(Image.open(tmp_path / "onnxruntime.png")) if (tmp_path / "onnxruntime.png").exists() else None
-        from fststyle import Stylizer
+    from fststyle import Stylizer
 
-        expected = np.asarray(Stylizer.from_checkpoint(style_file)(Image.open(src)))
-        assert np.abs(out.astype(int) - expected).max() <= 1
-        assert other is None or np.abs(out.astype(int) - other).max() <= 1
+    expected = np.asarray(Stylizer.from_checkpoint(style_file)(Image.open(src)))
+    assert np.abs(out.astype(int) - expected).max() <= 1
+
+
+def test_cpu_default_is_openvino(tmp_path, style_file, capsys):
+    src = picture(tmp_path / "in.png")
+    infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'o.png'}", "device=cpu", "preserve_color=true", "strength=0.5")
+    assert "openvino)" in capsys.readouterr().out
+    with pytest.raises(UserError, match="backend=openvino runs on the CPU"):
+        infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'p.png'}", "backend=openvino", "device=cuda")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(UserError, match="not a loadable ONNX model"):
+        infer(f"ckpt={bad}", f"input={src}", f"output={tmp_path / 'p.png'}", "backend=openvino")
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_size_and_checkpoint_kinds(tmp_path, style_file):
