@@ -86,7 +86,7 @@ def check_outputs(jobs: list[tuple[Path, Path]], out_dir: Path, overwrite: bool)
 class Engine:
     """The network behind one backend: ``engine(batch)`` maps (N, H, W, 3) uint8 to the same.
 
-    ``backend=auto`` picks an ONNX runtime on the CPU in fp32 (OpenVINO, else onnxruntime: faster
+    ``backend=auto`` picks an ONNX runtime on the CPU (OpenVINO, else onnxruntime in fp32: faster
     here, and no PyTorch import), PyTorch otherwise; images larger than ``tile`` always go through
     PyTorch's tiling.
     """
@@ -110,7 +110,7 @@ class Engine:
             from fststyle.deploy import installed
 
             on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not _gpu_likely())
-            usable = [r for r in RUNTIMES if installed(r)] if on_cpu and cfg.precision == "fp32" else []
+            usable = [r for r in RUNTIMES if installed(r) and (r == "openvino" or cfg.precision == "fp32")] if on_cpu else []
             backend = usable[0] if usable else "torch"
         self.backend = backend
         self._runtime = self._torch = None
