@@ -17,7 +17,7 @@ from fststyle.cache import cache_dir, sha256_of
 from fststyle.color import finish
 from fststyle.errors import UserError
 
-# ONNX outputs match PyTorch fp32 within this (max abs, on [0, 1] pixels); tests/test_infer_deploy.py checks it
+# ONNX outputs (onnxruntime and OpenVINO, fp32) match PyTorch fp32 within this (max abs, on [0, 1] pixels): tests/test_infer.py
 ONNX_TOLERANCE = 1e-4
 OPSET = 17
 GRAPH = 2  # bump when the exported graph changes, so cached graphs of older versions are not reused
@@ -91,10 +91,34 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-class OnnxStylizer:
-    """Stylize (N, 3, H, W) float32 numpy arrays in [0, 1] with onnxruntime on the CPU (no torch needed)."""
+class _GraphStylizer:
+    """What both ONNX runtimes share: a style file's cached graph in, [0, 1] pixels out, colour and strength applied."""
+
+    def __init__(self, preserve_color: bool, strength: float):
+        if not 0 <= strength <= 1:
+            raise UserError(f"strength must be between 0 and 1, got {strength}")
+        self.preserve_color, self.strength = preserve_color, strength
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: str | Path, **options):
+        return cls(cached_onnx(ckpt), **options)
+
+    def run(self, images):
+        raise NotImplementedError
+
+    def __call__(self, images):
+        """(N, 3, H, W) float32 numpy arrays in [0, 1] -> the same shape."""
+        import numpy as np
+
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        return finish(self.run(images), images, self.preserve_color, self.strength).clip(0, 1)
+
+
+class OnnxStylizer(_GraphStylizer):
+    """Stylize with onnxruntime on the CPU (no torch needed)."""
 
     def __init__(self, onnx_path: str | Path, preserve_color: bool = False, strength: float = 1.0, threads: int = 0):
+        super().__init__(preserve_color, strength)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -106,41 +130,26 @@ class OnnxStylizer:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception classes
             raise UserError(f"{onnx_path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
-        if not 0 <= strength <= 1:
-            raise UserError(f"strength must be between 0 and 1, got {strength}")
-        self.preserve_color, self.strength = preserve_color, strength
 
-    @classmethod
-    def from_checkpoint(cls, ckpt: str | Path, **options) -> "OnnxStylizer":
-        return cls(cached_onnx(ckpt), **options)
-
-    def __call__(self, images):
-        import numpy as np
-
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        out = self.session.run(None, {"image": images})[0]
-        return finish(out, images, self.preserve_color, self.strength).clip(0, 1)
+    def run(self, images):
+        return self.session.run(None, {"image": images})[0]
 
 
 # precision= of infer.py as OpenVINO's inference precision hint (its own default is bf16 where the CPU has AMX)
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
-class OpenVinoStylizer:
-    """Stylize (N, 3, H, W) float32 numpy arrays in [0, 1] with OpenVINO on the CPU (no torch needed).
-
-    One compiled model for every image size (dynamic height and width); fp32 unless asked.
-    """
+class OpenVinoStylizer(_GraphStylizer):
+    """Stylize with OpenVINO on the CPU (no torch needed): one compiled model for every image size, fp32 unless asked."""
 
     def __init__(self, onnx_path: str | Path, preserve_color: bool = False, strength: float = 1.0, precision: str = "fp32"):
+        super().__init__(preserve_color, strength)
         try:
             import openvino as ov
         except ImportError:
             raise UserError("backend=openvino needs OpenVINO: pip install 'fststyle[openvino]'") from None
         if precision not in OPENVINO_PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got {precision!r}")
-        if not 0 <= strength <= 1:
-            raise UserError(f"strength must be between 0 and 1, got {strength}")
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}
         core = ov.Core()
         compiled = cache_dir() / "openvino"  # compiled models: 0.05 s to load instead of 0.25 s to compile
@@ -151,19 +160,9 @@ class OpenVinoStylizer:
         except OSError:
             pass  # a read-only home: compile every time
         try:
-            self.model = core.compile_model(str(onnx_path), "CPU", config)
+            self.request = core.compile_model(str(onnx_path), "CPU", config).create_infer_request()
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError for every kind of bad model
             raise UserError(f"{onnx_path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:200]})") from None
-        self.request = self.model.create_infer_request()
-        self.preserve_color, self.strength = preserve_color, strength
 
-    @classmethod
-    def from_checkpoint(cls, ckpt: str | Path, **options) -> "OpenVinoStylizer":
-        return cls(cached_onnx(ckpt), **options)
-
-    def __call__(self, images):
-        import numpy as np
-
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        out = self.request.infer({0: images})[0]
-        return finish(out, images, self.preserve_color, self.strength).clip(0, 1)
+    def run(self, images):
+        return self.request.infer({0: images})[0]

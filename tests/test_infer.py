@@ -10,6 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from fststyle.deploy import ONNX_TOLERANCE, OpenVinoStylizer
 from fststyle.errors import UserError
 from fststyle.export import export_transformer
 from fststyle.infer_cli import run
@@ -138,7 +139,8 @@ def test_export_onnx_and_torchscript(tmp_path, style_file):
 
     expected = Stylizer.from_checkpoint(style_file)(x)
     onnx_out = ort.InferenceSession(str(tmp_path / "net.onnx")).run(None, {"image": x.numpy()})[0]
-    assert np.abs(onnx_out - expected.numpy()).max() < 1e-4
+    assert np.abs(onnx_out - expected.numpy()).max() < ONNX_TOLERANCE
+    assert np.abs(OpenVinoStylizer(tmp_path / "net.onnx")(x.numpy()) - expected.numpy()).max() < ONNX_TOLERANCE
     assert (torch.jit.load(str(tmp_path / "net.pt"))(x) - expected).abs().max() < 1e-5
     # an exported .onnx works as ckpt= for backend=onnxruntime
     src = picture(tmp_path / "in.png")
