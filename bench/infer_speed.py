@@ -91,9 +91,35 @@ def main():
         err = f"{errors[name]:.3f}" if name in errors else "0"
         print(f"{name:66s} {t:8.3f} {base / t:7.2f}x {err:>8s}")
 
+    ceiling(net, photo, base)
     if args.layers and DEFAULT in runtimes:
         layer_times(cached_onnx(style), x)
     whole_process(style, photo, work, args.repeats)
+
+
+def ceiling(net: TransformerNet, photo: torch.Tensor, base: float) -> None:
+    """The best ratio this machine allows an exact network: its FLOPs at the machine's dense-matmul rate."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fststyle.inference import AlignedTransformer
+    from fststyle.rewrite import faster_equivalent
+
+    def flops(model) -> float:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(photo)
+        return counter.get_total_flops()
+
+    rates = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        a = torch.randn(2048, 2048, dtype=dtype)
+        rates[name] = 2 * 2048**3 / best_of_each({name: lambda: torch.mm(a, a)}, 3)[name]
+    plain, fast = flops(net), flops(AlignedTransformer(faster_equivalent(net)))
+    best = max(rates, key=rates.get)
+    floor = fast / rates[best]
+    print(f"\nceiling: the network is {plain / 1e9:.0f} GFLOP as trained, {fast / 1e9:.0f} GFLOP in the faster form; "
+          f"2048² matmul here: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items()) + " GFLOP/s; "
+          f"every FLOP at the best ({best}) rate takes {floor:.2f} s = at most {base / floor:.2f}x the baseline")
 
 
 def layer_times(onnx_path: Path, x: np.ndarray, top: int = 20) -> None:
