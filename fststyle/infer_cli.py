@@ -18,6 +18,7 @@ from fststyle.errors import UserError
 EXPORTS = {"onnx": ".onnx", "torchscript": ".pt"}
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 RUNTIMES = ("openvino", "onnxruntime")  # ONNX runtimes on the CPU, fastest first (bench/infer_speed.py)
+TILE_AUTO = {"cuda": 4096, "other": 1024}  # tile=auto: the longest side stylized in one piece
 
 
 def run(cfg: DictConfig) -> Path:
@@ -113,9 +114,26 @@ class Engine:
             usable = [r for r in RUNTIMES if installed(r) and (r == "openvino" or cfg.precision == "fp32")] if on_cpu else []
             backend = usable[0] if usable else "torch"
         self.backend = backend
+        self.tile = self._resolve_tile(cfg.tile)
         self._runtime = self._torch = None
         # load now: a bad checkpoint is reported before any file is read
         self.runtime() if backend in RUNTIMES else self.torch()
+
+    def _resolve_tile(self, tile):
+        """``tile=auto``: 1024 where memory is tight (CPU, Apple's shared memory), 4096 on a CUDA GPU, so
+        that 1080p and 4K video frames run untiled there (tiling costs ~5x the compute)."""
+        if tile is None:
+            return None
+        if tile == "auto":
+            on_cuda = False
+            if self.backend == "torch":
+                from fststyle.inference import resolve_device
+
+                on_cuda = resolve_device(str(self.cfg.device)).type == "cuda"
+            return TILE_AUTO["cuda" if on_cuda else "other"]
+        if not isinstance(tile, int) or isinstance(tile, bool) or tile < 64:
+            raise UserError(f"tile must be auto, null or a number of pixels >= 64, got {tile!r}")
+        return tile
 
     def runtime(self):
         if self._runtime is None:
@@ -135,7 +153,7 @@ class Engine:
 
             cfg = self.cfg
             self._torch = Stylizer.from_checkpoint(
-                self.ckpt, device=cfg.device, precision=cfg.precision, tile=cfg.tile, overlap=cfg.overlap,
+                self.ckpt, device=cfg.device, precision=cfg.precision, tile=self.tile, overlap=cfg.overlap,
                 tile_stats=cfg.tile_stats, preserve_color=cfg.preserve_color, strength=float(cfg.strength),
             )
         return self._torch
@@ -143,7 +161,7 @@ class Engine:
     def __call__(self, batch):
         import numpy as np
 
-        tiled = self.cfg.tile and max(batch.shape[1:3]) > self.cfg.tile
+        tiled = self.tile and max(batch.shape[1:3]) > self.tile
         if self.backend in RUNTIMES and not tiled:
             out = self.runtime()(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255)
         else:

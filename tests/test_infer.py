@@ -202,3 +202,23 @@ def test_cli_error_is_one_line_and_exit_code(tmp_path, style_file):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
+
+
+def test_tile_option(tmp_path, style_file):
+    from fststyle.infer_cli import Engine
+
+    def engine(*overrides):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return Engine(compose("infer", overrides=["input=x", "output=y", *overrides]), style_file)
+
+    assert engine().tile == 1024  # auto, on the CPU
+    assert engine("tile=null").tile is None and engine("tile=2048", "backend=torch").tile == 2048
+    for bad in ["tile=abc", "tile=8", "tile=true"]:
+        with pytest.raises(UserError, match="tile must be auto, null or a number"):
+            engine(bad)
+    # above the tile size the image goes through PyTorch's tiling, whatever the backend: the same picture
+    src = picture(tmp_path / "in.png", (150, 90))
+    infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'tiled.png'}", "tile=64", "overlap=32")
+    infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'whole.png'}")
+    tiled, whole = (np.asarray(Image.open(tmp_path / f"{n}.png")).astype(int) for n in ("tiled", "whole"))
+    assert tiled.shape == whole.shape == (90, 150, 3) and np.abs(tiled - whole).mean() < 2  # the seam bound, /255
