@@ -6,6 +6,7 @@ runs the network's exact faster form (fststyle/rewrite.py); "as trained" rows sh
 without it. Paths are timed round-robin (bench/timing.py), best of --repeats.
 
     python bench/infer_speed.py [--repeats 5] [--layers] [--compile]
+    python bench/infer_speed.py --device cuda [--batch 8]     # 1920x1080 video frames per second on a GPU
 """
 from __future__ import annotations
 
@@ -37,9 +38,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--layers", action="store_true", help="also OpenVINO's per-layer times for the default path")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (bf16, channels_last): minutes of compiling")
+    parser.add_argument("--device", default="cpu", help="cuda: 1920x1080 frames per second instead of the CPU photo paths")
+    parser.add_argument("--batch", type=int, default=8, help="frames per forward pass (--device cuda)")
     args = parser.parse_args()
     torch.manual_seed(0)
     net = TransformerNet().eval()
+    if args.device != "cpu":
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SystemExit(f"--device {args.device}: PyTorch sees no CUDA GPU here")
+        frames_per_second(net, torch.device(args.device), (1080, 1920), args.batch, args.repeats, args.compile)
+        return
     work = Path(tempfile.mkdtemp(prefix="fststyle-bench-"))
     os.environ["FSSTYLE_CACHE"] = str(work / "cache")
     style = export_transformer(net, work / "random.safetensors", {"name": "random"})
@@ -95,6 +103,46 @@ def main():
     if args.layers and DEFAULT in runtimes:
         layer_times(cached_onnx(style), x)
     whole_process(style, photo, work, args.repeats)
+
+
+def frames_per_second(net: TransformerNet, device: torch.device, size: tuple[int, int], batch: int, repeats: int,
+                      compile: bool = False) -> dict[str, float]:
+    """Video frames per second on a GPU: the baseline one frame at a time in fp32, fststyle in batches."""
+    import copy
+
+    h, w = size
+    base_net = copy.deepcopy(net).to(device)
+    frame = torch.rand(1, 3, h, w, device=device)
+    frames = torch.rand(batch, 3, h, w, device=device)
+
+    def synced(fn):
+        def run():
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
+
+    def baseline():
+        with torch.no_grad():
+            base_net(frame)
+
+    paths = {"baseline fp32 eager NCHW, batch 1": (synced(baseline), 1)}
+    for precision in ("fp32", "bf16", "fp16"):
+        stylizer = Stylizer(net, device=device, precision=precision)
+        paths[f"fststyle {precision} channels_last, batch {batch}"] = (synced(lambda s=stylizer: s(frames)), batch)
+    if compile:
+        stylizer = Stylizer(net, device=device, precision="bf16")
+        compiled = torch.compile(stylizer.net)
+        x = frames.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        paths[f"torch.compile bf16 channels_last, batch {batch}"] = (synced(lambda: torch.inference_mode()(compiled)(x)), batch)
+    times = best_of_each({name: fn for name, (fn, _) in paths.items()}, repeats)
+    fps = {name: paths[name][1] / t for name, t in times.items()}
+    name0 = next(iter(fps))
+    print(f"{w}x{h} frames on {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}")
+    print(f"{'path':50s} {'frames/s':>9s} {'vs baseline':>11s}")
+    for name, value in fps.items():
+        print(f"{name:50s} {value:9.1f} {value / fps[name0]:10.2f}x")
+    return fps
 
 
 def ceiling(net: TransformerNet, photo: torch.Tensor, base: float) -> None:
