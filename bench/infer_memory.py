@@ -41,7 +41,7 @@ def peak_rss(cmd: list[str]) -> tuple[float, float]:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tile-stats", default="exact")
-    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--tile", default="auto", help="infer.py's tile= (auto: 1024-px tiles for 4K on the CPU)")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     import numpy as np

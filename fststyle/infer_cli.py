@@ -18,7 +18,10 @@ from fststyle.errors import UserError
 EXPORTS = {"onnx": ".onnx", "torchscript": ".pt"}
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 RUNTIMES = ("openvino", "onnxruntime")  # ONNX runtimes on the CPU, fastest first (bench/infer_speed.py)
-TILE_AUTO = {"cuda": 4096, "other": 1024}  # tile=auto: the longest side stylized in one piece
+# tile=auto: images up to this many pixels in one piece, larger ones in tiles of this side. Tiling with
+# exact statistics costs ~5x the compute: a 1080p photo on 2 CPU cores took 138 s in 1024-px tiles,
+# 5.5 s whole with OpenVINO (0.93 GB peak RSS); 4K in tiles peaks at 1.5 GB (docs/BENCHMARKS.md)
+TILE_AUTO = {"cuda": (4096 * 4096, 4096), "other": (2048 * 2048, 1024)}
 
 
 def run(cfg: DictConfig) -> Path:
@@ -88,8 +91,8 @@ class Engine:
     """The network behind one backend: ``engine(batch)`` maps (N, H, W, 3) uint8 to the same.
 
     ``backend=auto`` picks an ONNX runtime on the CPU (OpenVINO, else onnxruntime in fp32: faster
-    here, and no PyTorch import), PyTorch otherwise; images larger than ``tile`` always go through
-    PyTorch's tiling.
+    here, and no PyTorch import), PyTorch otherwise; images that need tiles (``tiled``) always go
+    through PyTorch's tiling.
     """
 
     def __init__(self, cfg: DictConfig, ckpt: Path):
@@ -114,16 +117,16 @@ class Engine:
             usable = [r for r in RUNTIMES if installed(r) and (r == "openvino" or cfg.precision == "fp32")] if on_cpu else []
             backend = usable[0] if usable else "torch"
         self.backend = backend
-        self.tile = self._resolve_tile(cfg.tile)
+        self.whole_pixels, self.tile = self._resolve_tile(cfg.tile)
         self._runtime = self._torch = None
         # load now: a bad checkpoint is reported before any file is read
         self.runtime() if backend in RUNTIMES else self.torch()
 
-    def _resolve_tile(self, tile):
-        """``tile=auto``: 1024 where memory is tight (CPU, Apple's shared memory), 4096 on a CUDA GPU, so
-        that 1080p and 4K video frames run untiled there (tiling costs ~5x the compute)."""
+    def _resolve_tile(self, tile) -> tuple[int | None, int | None]:
+        """(largest pixel count stylized whole, tile side). ``tile=N``: sides above N are tiled;
+        ``tile=auto``: up to 4 MP whole on the CPU (16 MP on a CUDA GPU), larger images in tiles."""
         if tile is None:
-            return None
+            return None, None
         if tile == "auto":
             on_cuda = False
             if self.backend == "torch":
@@ -133,7 +136,14 @@ class Engine:
             return TILE_AUTO["cuda" if on_cuda else "other"]
         if not isinstance(tile, int) or isinstance(tile, bool) or tile < 64:
             raise UserError(f"tile must be auto, null or a number of pixels >= 64, got {tile!r}")
-        return tile
+        return None, tile
+
+    def tiled(self, height: int, width: int) -> bool:
+        if self.tile is None:
+            return False
+        if self.whole_pixels is not None:
+            return height * width > self.whole_pixels
+        return max(height, width) > self.tile
 
     def runtime(self):
         if self._runtime is None:
@@ -161,7 +171,7 @@ class Engine:
     def __call__(self, batch):
         import numpy as np
 
-        tiled = self.tile and max(batch.shape[1:3]) > self.tile
+        tiled = self.tiled(*batch.shape[1:3])
         if self.backend in RUNTIMES and not tiled:
             out = self.runtime()(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255)
         else:
@@ -169,7 +179,7 @@ class Engine:
 
             images = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
             del batch
-            out = self.torch().stylize_tensor(images)
+            out = self.torch().stylize_tensor(images, tiled)
             del images
             out = out.numpy()
         out *= 255

@@ -102,13 +102,18 @@ class Stylizer:
         return cls(net, meta, device, **options)
 
     @torch.inference_mode()
-    def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> the same shape, float32, on the input's device."""
+    def stylize_tensor(self, images: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> the same shape, float32, on the input's device.
+
+        ``tiled``: force tiling on or off (with ``tile`` as the tile size); None: tile above ``tile``.
+        """
         if images.ndim == 3:
-            return self.stylize_tensor(images[None])[0]
+            return self.stylize_tensor(images[None], tiled)[0]
         content = images.float()
         h, w = images.shape[-2:]
-        if self.tile and max(h, w) > self.tile:
+        if tiled is None:
+            tiled = bool(self.tile) and max(h, w) > self.tile
+        if tiled:
             padded = F.pad(content, (0, (-w) % ALIGN, 0, (-h) % ALIGN), mode="reflect").to(self.dtype)
             out = stylize_tiled(self.net.transformer, padded, self.tile, self.overlap, self.tile_stats)[:, :, :h, :w]
         else:

@@ -211,7 +211,9 @@ def test_tile_option(tmp_path, style_file):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             return Engine(compose("infer", overrides=["input=x", "output=y", *overrides]), style_file)
 
-    assert engine().tile == 1024  # auto, on the CPU
+    auto = engine()  # on the CPU: 1080p whole (fast), 4K in 1024-px tiles (memory)
+    assert auto.tile == 1024 and not auto.tiled(1080, 1920) and auto.tiled(2160, 3840)
+    assert engine("tile=1024").tiled(1080, 1920)
     assert engine("tile=null").tile is None and engine("tile=2048", "backend=torch").tile == 2048
     for bad in ["tile=abc", "tile=8", "tile=true"]:
         with pytest.raises(UserError, match="tile must be auto, null or a number"):
