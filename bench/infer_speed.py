@@ -28,7 +28,7 @@ from fststyle.deploy import OnnxStylizer, OpenVinoStylizer, cached_onnx, install
 from fststyle.export import export_transformer  # noqa: E402
 from fststyle.inference import Stylizer  # noqa: E402
 from fststyle.transformer import TransformerNet  # noqa: E402
-from timing import best_of_each  # noqa: E402 - bench/timing.py
+from timing import best_of, best_of_each  # noqa: E402 - bench/timing.py
 
 DEFAULT = "openvino fp32 (infer.py CPU default)"
 
@@ -161,7 +161,7 @@ def ceiling(net: TransformerNet, photo: torch.Tensor, base: float) -> None:
     rates = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
         a = torch.randn(2048, 2048, dtype=dtype)
-        rates[name] = 2 * 2048**3 / best_of_each({name: lambda: torch.mm(a, a)}, 3)[name]
+        rates[name] = 2 * 2048**3 / best_of(lambda: torch.mm(a, a))
     plain, fast = flops(net), flops(AlignedTransformer(faster_equivalent(net)))
     best = max(rates, key=rates.get)
     floor = fast / rates[best]
