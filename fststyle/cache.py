@@ -1,5 +1,5 @@
 """Where downloads and derived files live, and how they are checked. No torch import: infer.py's
-onnxruntime path uses this too."""
+OpenVINO and onnxruntime paths use this too."""
 from __future__ import annotations
 
 import hashlib

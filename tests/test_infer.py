@@ -25,9 +25,13 @@ def style_file(tmp_path) -> Path:
     return export_transformer(TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1)), tmp_path / "tiny.safetensors", {"name": "tiny"})
 
 
-def infer(*overrides: str):
+def config(*overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return run(compose("infer", overrides=list(overrides)))
+        return compose("infer", overrides=list(overrides))
+
+
+def infer(*overrides: str):
+    return run(config(*overrides))
 
 
 def picture(path: Path, size=(40, 30), seed=0) -> Path:
@@ -208,8 +212,7 @@ def test_tile_option(tmp_path, style_file):
     from fststyle.infer_cli import Engine
 
     def engine(*overrides):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return Engine(compose("infer", overrides=["input=x", "output=y", *overrides]), style_file)
+        return Engine(config("input=x", "output=y", *overrides), style_file)
 
     auto = engine()  # on the CPU: 1080p whole (fast), 4K in 1024-px tiles (memory)
     assert auto.tile == 1024 and not auto.tiled(1080, 1920) and auto.tiled(2160, 3840)
