@@ -8,7 +8,6 @@ images with the default loss config (paper layers, network=auto), after one warm
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, pick_device, resize_long_side
+from fststyle.hardware import machine_summary
 from fststyle.style import load_image
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     device = pick_device(args.device)
     loss = build_gatys_loss(cfg.loss).to(device)
     content, style = load_image(args.content).to(device), load_image(args.style).to(device)
-    print(f"device={device} ({platform.processor() or platform.machine()}, torch threads={torch.get_num_threads()}), "
+    print(f"device={device} ({machine_summary(str(device))}, torch threads={torch.get_num_threads()}), "
           f"network={loss.network.network}, optimizer={args.optimizer}")
     print("| long side | image | iterations | seconds | iterations/s |")
     print("|---|---|---|---|---|")

@@ -59,7 +59,9 @@ def main():
     rng = np.random.default_rng(0)
     small = rng.integers(0, 255, (68, 120, 3), dtype=np.uint8)
     Image.fromarray(small).resize((3840, 2160), Image.Resampling.BICUBIC).save(src)
-    env_note = f"cpu count {os.cpu_count()}"
+    from fststyle.hardware import machine_summary
+
+    env_note = machine_summary()
     print(f"3840x2160 image, random-weight network, {env_note}")
     if not args.skip_baseline:
         code = BASELINE.format(root=str(ROOT), style=str(style), src=str(src), dst=str(work / "base.png"))

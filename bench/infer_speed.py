@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from fststyle.deploy import OnnxStylizer, OpenVinoStylizer, cached_onnx, installed  # noqa: E402
 from fststyle.export import export_transformer  # noqa: E402
+from fststyle.hardware import machine_summary, resolve_precision  # noqa: E402
 from fststyle.inference import Stylizer  # noqa: E402
 from fststyle.transformer import TransformerNet  # noqa: E402
 from timing import best_of, best_of_each  # noqa: E402 - bench/timing.py
@@ -44,6 +45,7 @@ def main():
     torch.manual_seed(0)
     net = TransformerNet().eval()
     if args.device != "cpu":
+        print(f"machine: {machine_summary(args.device) if torch.cuda.is_available() else args.device}")
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise SystemExit(f"--device {args.device}: PyTorch sees no CUDA GPU here")
         frames_per_second(net, torch.device(args.device), (1080, 1920), args.batch, args.repeats, args.compile)
@@ -53,7 +55,8 @@ def main():
     style = export_transformer(net, work / "random.safetensors", {"name": "random"})
     photo = torch.rand(1, 3, 680, 1024)
     x = photo.numpy()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, image 1024x680")
+    print(f"machine: {machine_summary()}; torch {torch.__version__}, threads {torch.get_num_threads()}, image 1024x680")
+    print(f"precision=auto here: {resolve_precision('auto', 'cpu')}")
 
     def baseline():
         with torch.no_grad():

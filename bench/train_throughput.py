@@ -207,8 +207,10 @@ class Baseline:
 def fststyle_config(args, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
+    from fststyle.training import trainer_precision
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return compose(
+        cfg = compose(
             "train",
             overrides=[
                 f"style.image={args.style}",
@@ -224,6 +226,8 @@ def fststyle_config(args, overrides: list[str]):
                 *overrides,
             ],
         )
+    cfg.trainer.precision = trainer_precision(cfg)  # precision=auto, resolved as train.py does
+    return cfg
 
 
 def build_fststyle(cfg):
@@ -488,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             parser.error(f"{path} does not exist (see --data, --weights, --style)")
     device = torch.device(args.device)
+    from fststyle.hardware import machine_summary
+
+    print(f"machine: {machine_summary(args.device)}; torch {torch.__version__}")
     overrides = ["trainer.accelerator=" + ("gpu" if device.type == "cuda" else "cpu"), *args.overrides]
     if device.type == "cuda" and device.index is not None:
         overrides.append(f"trainer.devices=[{device.index}]")

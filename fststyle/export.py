@@ -24,8 +24,19 @@ from fststyle.transformer import TransformerConfig, TransformerNet
 FORMAT = "fststyle.transformer/1"
 
 
-def export_transformer(transformer: TransformerNet, path: str | Path, style: dict, config: dict | None = None) -> Path:
-    """Write ``transformer`` to ``path`` (atomically) with what is needed to rebuild and credit it."""
+def export_transformer(
+    transformer: TransformerNet,
+    path: str | Path,
+    style: dict,
+    config: dict | None = None,
+    training: dict | None = None,
+    half: bool = False,
+) -> Path:
+    """Write ``transformer`` to ``path`` (atomically) with what is needed to rebuild and credit it.
+
+    ``training``: how it was made (steps, images, machine, wall time), shown by ``ckpt=list``.
+    ``half``: fp16 weights, half the size (the shipped styles); they load back as fp32.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -34,9 +45,12 @@ def export_transformer(transformer: TransformerNet, path: str | Path, style: dic
         "architecture": json.dumps(transformer.config.to_dict()),
         "style": str(style.get("name", "")),
         "style_image": str(style.get("image", "")),
+        "style_sha256": str(style.get("sha256") or ""),
         "config": json.dumps(config or {}, default=str),
+        "training": json.dumps(training or {}, default=str),
     }
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in transformer.state_dict().items()}
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in transformer.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)
@@ -74,7 +88,11 @@ def load_transformer(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
     if path.suffix == ".ckpt":
         hparams, state = read_lightning_checkpoint(path)
         state = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
-        meta = {"format": FORMAT, "style": hparams.get("style", {}).get("name", ""), "architecture": hparams["model"]}
+        style = hparams.get("style", {})
+        meta = {
+            "format": FORMAT, "style": style.get("name", ""), "style_image": style.get("image", ""),
+            "style_sha256": style.get("sha256") or "", "architecture": hparams["model"],
+        }
         return _rebuild(hparams["model"], state, path), meta
     try:
         from safetensors import safe_open
@@ -87,6 +105,7 @@ def load_transformer(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: a safetensors file, but not an fststyle style file (format={meta.get('format')!r})")
     meta["architecture"] = json.loads(meta["architecture"])
+    state = {k: v.float() for k, v in state.items()}
     return _rebuild(meta["architecture"], state, path), meta
 
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from fststyle.errors import UserError
+from fststyle.hardware import resolve_precision
 from fststyle.losses import PerceptualLoss, build_loss
 from fststyle.style import load_image, resolve_image
 
@@ -25,6 +26,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 MIN_SIDE = 16  # pixels: VGG's relu5_x sees 1/16 of the image
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -40,6 +42,7 @@ class OptimizeSettings:
     style_scale: float = 1.0
     seed: int = 0
     save_every: int | None = None
+    precision: str = "fp32"  # of the VGG passes: fp32 | bf16 | fp16 (autocast; Grams and losses stay fp32)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -60,6 +63,8 @@ class OptimizeSettings:
             raise UserError(f"lr must be > 0, got {self.lr}")
         if self.style_scale <= 0:
             raise UserError(f"style_scale must be > 0, got {self.style_scale}")
+        if self.precision not in AUTOCAST:
+            raise UserError(f"precision must be one of {', '.join(AUTOCAST)} here, got {self.precision!r}")
         if self.save_every is not None and self.save_every <= 0:
             raise UserError(f"save_every must be a positive number of iterations or null, got {self.save_every}")
 
@@ -105,6 +110,11 @@ def optimize_image(
     counted over all passes).
     """
     device = content.device
+    dtype = AUTOCAST[settings.precision]
+
+    def vgg_precision():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
     final_long = max(content.shape[-2:])
     passes = [(round(final_long * f), round(final_long * f * settings.style_scale)) for f in [*settings.scales, 1.0]]
     for long_side, style_long in passes:  # VGG pools 4 times before relu5_x: at least 1 pixel must remain
@@ -121,7 +131,8 @@ def optimize_image(
         target = content if long_side == final_long else resize_long_side(content, long_side)
         style_image = resize_long_side(style, style_long).to(device)
         loss.set_style(style_image)
-        content_targets = loss.content_features(target)
+        with vgg_precision():
+            content_targets = loss.content_features(target)
         if image is None:
             image = initial_image(settings.init, target, style_image, settings.seed)
         else:  # coarse to fine: the previous pass's result, upsampled
@@ -138,7 +149,8 @@ def optimize_image(
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            losses = loss(image, content_targets=content_targets)
+            with vgg_precision():
+                losses = loss(image, content_targets=content_targets)
             losses["total"].backward()
             last.update({k: v.detach() for k, v in losses.items()})
             return losses["total"]
@@ -184,9 +196,12 @@ def pick_device(name: str) -> torch.device:
         raise UserError(f"device: {e}") from None
 
 
-def settings_from_config(cfg: DictConfig) -> OptimizeSettings:
+def settings_from_config(cfg: DictConfig, device_type: str = "cpu") -> OptimizeSettings:
+    """The run's settings; ``precision=auto`` becomes this device's choice (fststyle/hardware.py)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    return OptimizeSettings(**{k: plain[k] for k in OptimizeSettings.__dataclass_fields__ if k in plain})
+    fields = {k: plain[k] for k in OptimizeSettings.__dataclass_fields__ if k in plain}
+    fields["precision"] = resolve_precision(str(fields.get("precision", "fp32")), device_type)
+    return OptimizeSettings(**fields)
 
 
 def run_optimize(cfg: DictConfig) -> Path:
@@ -196,7 +211,8 @@ def run_optimize(cfg: DictConfig) -> Path:
         raise UserError(f"input: method=optimize stylizes one image, {str(src)!r} is a folder")
     if not src.is_file():
         raise UserError(f"input: no such file {str(src)!r}")
-    settings = settings_from_config(cfg)
+    device = pick_device(str(cfg.get("device", "cpu")))
+    settings = settings_from_config(cfg, device.type)
     planned = [dst]
     if settings.save_every:
         planned += [intermediate_path(dst, i) for i in range(settings.save_every, settings.total_iterations + 1, settings.save_every)]
@@ -206,7 +222,6 @@ def run_optimize(cfg: DictConfig) -> Path:
     if src.resolve() in {p.resolve() for p in planned}:
         raise UserError("output: would write over the input image")
 
-    device = pick_device(str(cfg.get("device", "cpu")))
     content = load_image(src, cfg.get("size")).to(device)
     style = load_image(resolve_image(cfg.style.image, cfg.style.get("sha256"))).to(device)
     loss = build_gatys_loss(cfg.loss).to(device)

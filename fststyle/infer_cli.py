@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fststyle.errors import UserError
+from fststyle.hardware import PRECISIONS, resolve_precision
 
 EXPORTS = {"onnx": ".onnx", "torchscript": ".pt"}
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
@@ -31,11 +32,17 @@ def run(cfg: DictConfig) -> Path:
         return run_optimize(cfg)
     if cfg.method != "fast":
         raise UserError(f"method must be 'fast' (a trained style file, ckpt=) or 'optimize' (Gatys), got {cfg.method!r}")
+    from fststyle import zoo
+
     if cfg.ckpt is None:
-        raise UserError("method=fast needs ckpt=FILE (an exported .safetensors style or a training .ckpt)")
-    ckpt = Path(cfg.ckpt).expanduser()
-    if not ckpt.is_file():
-        raise UserError(f"ckpt: no such file {str(ckpt)!r}")
+        raise UserError(
+            "method=fast needs ckpt=FILE (an exported .safetensors style or a training .ckpt) "
+            f"or a shipped style's name: {', '.join(zoo.names()) or 'none shipped'}"
+        )
+    if str(cfg.ckpt) == "list":
+        zoo.main()
+        return Path(zoo.ZOO_DIR)
+    ckpt, _ = zoo.resolve_model(str(cfg.ckpt))
     if cfg.get("export"):
         return export(cfg, ckpt)
 
@@ -100,21 +107,25 @@ class Engine:
         backend = cfg.get("backend", "auto")
         if backend not in BACKENDS:
             raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if cfg.precision not in ("fp32", "bf16", "fp16"):
-            raise UserError(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
         if cfg.device not in ("auto", "cpu", "cuda", "mps") and not str(cfg.device).startswith("cuda:"):
             raise UserError(f"device must be auto, cpu, cuda or mps, got {cfg.device!r}")
         if not 0 <= float(cfg.strength) <= 1:
             raise UserError(f"strength must be between 0 and 1, got {cfg.strength}")
-        if backend == "onnxruntime" and (cfg.precision != "fp32" or cfg.device not in ("auto", "cpu")):
+        if cfg.precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+        if backend == "onnxruntime" and (cfg.precision not in ("auto", "fp32") or cfg.device not in ("auto", "cpu")):
             raise UserError("backend=onnxruntime runs fp32 on the CPU: use precision=fp32 device=cpu, or backend=torch")
         if backend == "openvino" and cfg.device not in ("auto", "cpu"):
             raise UserError("backend=openvino runs on the CPU: use device=cpu, or backend=torch")
+        on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not _gpu_likely()) or backend in RUNTIMES
+        if backend == "onnxruntime":
+            self.precision = "fp32"
+        else:
+            self.precision = resolve_precision(cfg.precision, "cpu" if on_cpu else _torch_device_type(cfg.device))
         if backend == "auto":
             from fststyle.deploy import installed
 
-            on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not _gpu_likely())
-            usable = [r for r in RUNTIMES if installed(r) and (r == "openvino" or cfg.precision == "fp32")] if on_cpu else []
+            usable = [r for r in RUNTIMES if installed(r) and (r == "openvino" or self.precision == "fp32")] if on_cpu else []
             backend = usable[0] if usable else "torch"
         self.backend = backend
         self.whole_pixels, self.tile = self._resolve_tile(cfg.tile)
@@ -152,7 +163,7 @@ class Engine:
             cfg = self.cfg
             options = {"preserve_color": cfg.preserve_color, "strength": float(cfg.strength)}
             if self.backend == "openvino":
-                self._runtime = OpenVinoStylizer.from_checkpoint(self.ckpt, precision=cfg.precision, **options)
+                self._runtime = OpenVinoStylizer.from_checkpoint(self.ckpt, precision=self.precision, **options)
             else:
                 self._runtime = OnnxStylizer.from_checkpoint(self.ckpt, **options)
         return self._runtime
@@ -163,7 +174,7 @@ class Engine:
 
             cfg = self.cfg
             self._torch = Stylizer.from_checkpoint(
-                self.ckpt, device=cfg.device, precision=cfg.precision, tile=self.tile, overlap=cfg.overlap,
+                self.ckpt, device=cfg.device, precision=self.precision, tile=self.tile, overlap=cfg.overlap,
                 tile_stats=cfg.tile_stats, preserve_color=cfg.preserve_color, strength=float(cfg.strength),
             )
         return self._torch
@@ -185,6 +196,12 @@ class Engine:
         out *= 255
         out += 0.5  # round, in place: a 4K frame is 100 MB per float copy
         return out.transpose(0, 2, 3, 1).astype(np.uint8)
+
+
+def _torch_device_type(device: str) -> str:
+    from fststyle.inference import resolve_device
+
+    return resolve_device(str(device)).type
 
 
 def _gpu_likely() -> bool:

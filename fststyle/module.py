@@ -12,6 +12,7 @@ from torchvision.utils import make_grid, save_image
 
 from fststyle.errors import UserError
 from fststyle.losses import build_loss
+from fststyle.quality import STYLE_SIZE, QualityMeter
 from fststyle.style import load_style
 from fststyle.transformer import TransformerConfig, TransformerNet
 
@@ -42,12 +43,15 @@ class StyleTransferModule(pl.LightningModule):
         if unknown:
             raise UserError(f"unknown speed option(s) {sorted(unknown)}; known: {', '.join(SPEED_DEFAULTS)}")
         self.compiled = False
+        self.quality: QualityMeter | None = None  # style/content distances of the validation batch
 
     # -- style target: computed once per process from the style image ------------------------
     def setup(self, stage: str) -> None:
         if stage == "fit" and not bool(self.loss.style_ready):
             image = load_style(self.style["image"], self.style.get("sha256"), self.style.get("size"))
             self.loss.set_style(image.to(self.device))
+        if stage == "fit" and self.quality is None:
+            self.quality = self.quality_meter()
         if stage == "fit" and self.device.type == "cpu" and str(self.trainer.precision).startswith("bf16"):
             if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
                 log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): trainer.precision=32-true is faster here")
@@ -55,6 +59,15 @@ class StyleTransferModule(pl.LightningModule):
             self.transformer.compile()  # in place: state_dict keys, checkpoints and exports stay the same
             self.loss.compile()
             self.compiled = True
+
+    def quality_meter(self) -> QualityMeter | None:
+        """fststyle.quality's measure on the loss's own VGG, when that is a VGG16 reaching relu4_3."""
+        image = load_style(self.style["image"], self.style.get("sha256"), STYLE_SIZE).to(self.device)
+        try:
+            return QualityMeter(self.loss.network, image)
+        except ValueError as e:
+            log.info("no style/content distances in validation: %s", e)
+            return None
 
     # The VGG is frozen and rebuilt from loss.weights: keep it out of checkpoints (58 MB each).
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -97,6 +110,9 @@ class StyleTransferModule(pl.LightningModule):
         output = self.transformer(content)
         losses = self.loss(output, content)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
+        if self.quality is not None:
+            distances = self.quality(output, content)
+            self.log_dict({f"val/{k}_distance": v.mean() for k, v in distances.items()}, sync_dist=True)
         if batch_idx == 0 and self.trainer.is_global_zero:
             self.log_samples(content, output)
 

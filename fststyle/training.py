@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -13,6 +14,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from fststyle.distributed import check_launch, scaled_optim
 from fststyle.errors import UserError
 from fststyle.export import export_transformer
+from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
 from fststyle.module import StyleTransferModule
 from fststyle.sharding import StreamEpoch
 from fststyle.safety import (
@@ -40,11 +42,37 @@ class ExportStyle(Callback):
     def __init__(self, export_dir: str | Path, config: dict):
         self.export_dir, self.config = Path(export_dir), config
         self.path: Path | None = None
+        self.started, self.first_step = 0.0, 0
+
+    def on_fit_start(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
+        self.started = time.time()
+
+    def on_train_start(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
+        self.first_step = trainer.global_step  # > 0 when resumed
+
+    def training_record(self, trainer: pl.Trainer) -> dict:
+        """How this network was made, in the export's metadata (``python infer.py ckpt=list`` shows it)."""
+        data = self.config.get("data", {})
+        batch = int(data.get("batch_size", 0)) * trainer.world_size
+        return {
+            "steps": trainer.global_step,
+            "images_seen": trainer.global_step * batch,
+            "batch": batch,
+            "image_size": data.get("image_size"),
+            "data": data.get("path") or data.get("name"),
+            "precision": str(trainer.precision),
+            "machine": machine_summary(str(trainer.strategy.root_device)),
+            "devices": trainer.world_size,
+            "wall_time_s": round(time.time() - self.started),
+            "resumed_at_step": self.first_step or None,
+            "finished": time.strftime("%Y-%m-%d"),
+        }
 
     def on_fit_end(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
         if trainer.is_global_zero:
             self.path = export_transformer(
-                module.transformer, self.export_dir / f"{module.style['name']}.safetensors", module.style, self.config
+                module.transformer, self.export_dir / f"{module.style['name']}.safetensors", module.style, self.config,
+                training=self.training_record(trainer),
             )
             log.info("exported %s", self.path)
 
@@ -78,6 +106,18 @@ def extra_callbacks(cfg: DictConfig) -> list[Callback]:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
 
 
+def trainer_precision(cfg: DictConfig) -> str:
+    """Lightning's precision: ``trainer.precision`` when set, else what ``precision=`` (auto) stands for here."""
+    if cfg.trainer.get("precision") is not None:
+        return str(cfg.trainer.precision)
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("auto", "gpu"):
+        import torch
+
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu" if accelerator == "auto" else accelerator
+    return LIGHTNING_PRECISION[resolve_precision(str(cfg.get("precision", "auto")), accelerator)]
+
+
 def train(cfg: DictConfig) -> Path | None:
     """Train one style; returns the exported file."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -109,6 +149,7 @@ def train(cfg: DictConfig) -> Path | None:
     ]
     trainer = instantiate(
         cfg.trainer,
+        precision=trainer_precision(cfg),
         default_root_dir=str(run_dir),
         logger=build_logger(cfg),
         callbacks=[checkpoint, *safety, export, StreamEpoch(), *extra_callbacks(cfg)],

@@ -91,4 +91,9 @@ class TransformerNet(nn.Module):
         y = self.decoder(self.residuals(self.encoder(x)))
         if y.shape[-2:] != (h, w):  # odd sizes: strided convs round down, up-sampling doubles
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
-        return (torch.tanh(y / 10.0) + 1) / 2  # a literal, so torch.jit.script compiles it
+        return to_image(y)
+
+
+def to_image(y: torch.Tensor) -> torch.Tensor:
+    """The last conv's output to [0, 1] pixels (module docstring: why tanh(y / 10))."""
+    return (torch.tanh(y / 10.0) + 1) / 2  # a literal, so torch.jit.script compiles it

@@ -157,3 +157,28 @@ def test_too_small_passes_are_user_errors(random_loss):
     content, style = small_images()
     with pytest.raises(UserError, match="short side below 16"):
         optimize_image(random_loss, content, style, OptimizeSettings(iterations=1, scales=[0.25]), progress=False)
+
+
+def test_bf16_vgg_passes_end_no_worse_than_fp32(vgg16_caffe, starry_night, chicago):
+    """precision=auto may run the VGG passes in bf16: the final loss must stay within 2% of fp32's (or below it)."""
+    from fststyle.gatys import resize_long_side
+    from fststyle.style import load_image
+
+    loss = build_gatys_loss(infer_cfg(f"loss.weights={vgg16_caffe}").loss)
+    content, style = resize_long_side(load_image(chicago), 96), load_image(starry_night, 256)
+    final = {}
+    for precision in ("fp32", "bf16"):
+        _, history = optimize_image(loss, content, style, OptimizeSettings(iterations=30, precision=precision), progress=False)
+        final[precision] = history[-1]["total"]
+    assert final["bf16"] <= 1.02 * final["fp32"], final
+
+
+def test_precision_auto_is_resolved_for_the_settings(monkeypatch):
+    from fststyle import hardware
+    from fststyle.gatys import settings_from_config
+
+    monkeypatch.setattr(hardware, "cpu_info", lambda: ("Test CPU", frozenset({"amx_bf16"})))
+    assert settings_from_config(infer_cfg()).precision == "bf16"
+    assert settings_from_config(infer_cfg("precision=fp32")).precision == "fp32"
+    with pytest.raises(UserError, match="precision"):
+        settings_from_config(infer_cfg("precision=fp8"))

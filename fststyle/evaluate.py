@@ -1,0 +1,189 @@
+"""Compare style models on photos: a labelled grid and a table of style/content distances.
+
+    python -m fststyle.evaluate MODEL [MODEL ...] --photos DIR_OR_FILES [--out evaluation]
+
+A MODEL is an exported ``.safetensors``, a training ``.ckpt`` or the name of a shipped style. Each
+photo is stylized at ``--size`` px (long side) by each model and measured with
+:mod:`fststyle.quality`. The ``photo`` rows are the photo itself measured against each style:
+a model's style distance divided by that is how much of the way to the painting it went.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from fststyle.data import IMAGE_EXTENSIONS
+from fststyle.errors import UserError
+from fststyle.quality import PHOTO_SIZE, STYLE_SIZE, QualityMeter
+from fststyle.style import load_image, resolve_image
+from fststyle.vgg import LossNetwork
+from fststyle.zoo import resolve_model
+
+CELL = 320  # grid cell height in pixels
+
+
+@dataclass
+class Row:
+    model: str
+    photo: str
+    style: float
+    content: float
+    photo_style: float  # the photo's own style distance to this model's style image
+    seconds: float
+
+
+def photo_paths(specs: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for spec in specs:
+        p = Path(spec).expanduser()
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise UserError(f"--photos: no such file or folder {spec!r}")
+    if not paths:
+        raise UserError(f"--photos: no images in {', '.join(specs)}")
+    return paths
+
+
+def style_image_of(meta: dict, styles_dir: str | None, override: str | None) -> Path:
+    """The style image a model was trained on: --style-image, else <styles_dir>/<style>.jpg, else its metadata."""
+    if override:
+        return resolve_image(override)
+    name = meta.get("style") or ""
+    if styles_dir:
+        for ext in (".jpg", ".jpeg", ".png"):
+            if (candidate := Path(styles_dir).expanduser() / f"{name}{ext}").is_file():
+                return candidate
+    image = meta.get("style_image") or ""
+    if not image:
+        raise UserError(f"model {name!r} does not say which style image it was trained on: pass --style-image PATH")
+    return resolve_image(image, meta.get("style_sha256") or None)
+
+
+def label(image: Image.Image, text: str) -> Image.Image:
+    draw = ImageDraw.Draw(image)
+    box = draw.textbbox((4, 4), text)
+    draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
+    draw.text((4, 4), text, fill=(255, 255, 255))
+    return image
+
+
+def to_pil(tensor: torch.Tensor) -> Image.Image:
+    array = (tensor[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
+    return Image.fromarray(array)
+
+
+def make_grid(cells: list[list[tuple[Image.Image, str]]]) -> Image.Image:
+    """One row per photo; every cell scaled to ``CELL`` px high and labelled."""
+    rows = []
+    for row in cells:
+        scaled = [label(im.resize((round(im.width * CELL / im.height), CELL), Image.Resampling.LANCZOS), text) for im, text in row]
+        rows.append(scaled)
+    width = max(sum(im.width for im in row) + 4 * (len(row) - 1) for row in rows)
+    grid = Image.new("RGB", (width, len(rows) * CELL + 4 * (len(rows) - 1)), (255, 255, 255))
+    for r, row in enumerate(rows):
+        x = 0
+        for im in row:
+            grid.paste(im, (x, r * (CELL + 4)))
+            x += im.width + 4
+    return grid
+
+
+def evaluate(
+    models: list[str],
+    photos: list[str],
+    out: str | Path = "evaluation",
+    size: int = PHOTO_SIZE,
+    weights: str = "caffe",
+    styles_dir: str | None = None,
+    style_image: str | None = None,
+    device: str = "cpu",
+) -> list[Row]:
+    """Stylize every photo with every model; write ``grid.jpg``, ``metrics.csv`` and ``metrics.json`` to ``out``."""
+    from fststyle.inference import Stylizer
+
+    paths = photo_paths(photos)
+    network = LossNetwork("vgg16", weights, layers=["relu4_3"]).to(device)
+    stylizers, meters, names = [], [], []
+    for spec in models:
+        path, name = resolve_model(spec)
+        stylizer = Stylizer.from_checkpoint(path, device=device)
+        image = load_image(style_image_of(stylizer.metadata, styles_dir, style_image), STYLE_SIZE)
+        stylizers.append(stylizer)
+        meters.append(QualityMeter(network, image))
+        names.append(name)
+    rows: list[Row] = []
+    cells = []
+    for photo_path in paths:
+        photo = load_image(photo_path, size).to(device)
+        row_cells = [(to_pil(photo.cpu()), photo_path.name)]
+        for name, stylizer, meter in zip(names, stylizers, meters):
+            start = time.perf_counter()
+            output = stylizer.stylize_tensor(photo)
+            seconds = time.perf_counter() - start
+            d = meter(output, photo)
+            rows.append(Row(name, photo_path.name, d["style"].item(), d["content"].item(), meter.style_distance(photo).item(), seconds))
+            row_cells.append((to_pil(output.cpu()), f"{name}  style {rows[-1].style:.3f}  content {rows[-1].content:.3f}"))
+        cells.append(row_cells)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    make_grid(cells).save(out / "grid.jpg", quality=92)
+    summary = means(rows, names)
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows([asdict(r) for r in rows + summary])
+    (out / "metrics.json").write_text(json.dumps({"rows": [asdict(r) for r in rows], "mean": [asdict(r) for r in summary]}, indent=2))
+    return rows + summary
+
+
+def means(rows: list[Row], names: list[str]) -> list[Row]:
+    summary = []
+    for name in names:
+        mine = [r for r in rows if r.model == name]
+        avg = {k: sum(getattr(r, k) for r in mine) / len(mine) for k in ("style", "content", "photo_style", "seconds")}
+        summary.append(Row(name, "(mean)", **avg))
+    return summary
+
+
+def print_table(rows: list[Row], file=None) -> None:
+    file = file or sys.stdout
+    print(f"{'model':<24} {'photo':<28} {'style':>7} {'content':>8} {'photo→style':>12} {'ratio':>6} {'s/image':>8}", file=file)
+    for r in rows:
+        ratio = r.style / r.photo_style if r.photo_style else float("nan")
+        print(f"{r.model:<24} {r.photo:<28} {r.style:7.3f} {r.content:8.3f} {r.photo_style:12.3f} {ratio:6.2f} {r.seconds:8.3f}", file=file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fststyle.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", help="exported .safetensors, training .ckpt, or a shipped style name")
+    parser.add_argument("--photos", nargs="+", required=True, help="content photos: files and/or folders")
+    parser.add_argument("--out", default="evaluation", help="folder for grid.jpg, metrics.csv, metrics.json")
+    parser.add_argument("--size", type=int, default=PHOTO_SIZE, help="long side of the photos in pixels")
+    parser.add_argument("--weights", default="caffe", help="VGG16 weights of the measure: caffe (download), torchvision or a PATH")
+    parser.add_argument("--styles", help="folder with <style>.jpg style images (else the model's metadata says where)")
+    parser.add_argument("--style-image", help="one style image for every model")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        rows = evaluate(args.models, args.photos, args.out, args.size, args.weights, args.styles, args.style_image, args.device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_table(rows)
+    print(f"wrote {Path(args.out) / 'grid.jpg'}, metrics.csv, metrics.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

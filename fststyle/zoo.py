@@ -1,0 +1,86 @@
+"""The styles that ship with fststyle: ``fststyle/zoo/<name>.safetensors``, usable by name.
+
+``python infer.py ckpt=starry_night`` finds the file here; ``ckpt=list`` prints the names.
+How each was trained is in its metadata (``python -m fststyle.zoo``) and docs/QUALITY.md.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fststyle.errors import UserError
+
+ZOO_DIR = Path(__file__).parent / "zoo"
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in ZOO_DIR.glob("*.safetensors"))
+
+
+def resolve_model(spec: str) -> tuple[Path, str]:
+    """(file, label) of a model: ``LABEL=PATH``, a path to a style file or checkpoint, or a shipped style's name."""
+    label, sep, rest = str(spec).partition("=")
+    if sep and label and "/" not in label:
+        return resolve_model(rest)[0], label
+    path = Path(spec).expanduser()
+    if path.is_file():  # labelled by file name; a checkpoint by its run folder too (runs/a/checkpoints/last.ckpt: a/last)
+        return path, path.stem if path.suffix != ".ckpt" else f"{path.parent.parent.name}/{path.stem}"
+    if (ZOO_DIR / f"{spec}.safetensors").is_file():
+        return ZOO_DIR / f"{spec}.safetensors", str(spec)
+    looks_like_a_path = "/" in str(spec) or path.suffix in (".safetensors", ".ckpt", ".onnx")
+    shipped = ", ".join(names()) or "none"
+    if looks_like_a_path:
+        raise UserError(f"ckpt: no such file {str(spec)!r} (shipped styles, usable by name: {shipped})")
+    raise UserError(f"ckpt: {str(spec)!r} is neither a file nor a shipped style; shipped styles: {shipped}")
+
+
+def describe() -> list[dict]:
+    """Each shipped style's metadata, for ``ckpt=list`` and ``python -m fststyle.zoo``."""
+    from safetensors import safe_open
+
+    rows = []
+    for name in names():
+        with safe_open(str(ZOO_DIR / f"{name}.safetensors"), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        training = json.loads(meta.get("training", "{}") or "{}")
+        rows.append({"name": name, **training})
+    return rows
+
+
+def add(src: str | Path) -> Path:
+    """Ship a trained export: an fp16 copy in ``ZOO_DIR`` (half the size), its metadata kept.
+
+    A style image given as a local path (training offline) is recorded as the style config's public URL
+    and checksum instead, so the evaluator can find it on any machine.
+    """
+    import yaml
+
+    from fststyle.export import export_transformer, load_transformer
+
+    net, meta = load_transformer(src)
+    name = meta["style"]
+    style = {"name": name, "image": meta.get("style_image", ""), "sha256": meta.get("style_sha256", "")}
+    conf = Path(__file__).resolve().parents[1] / "conf" / "style" / f"{name}.yaml"
+    if conf.is_file():
+        known = yaml.safe_load(conf.read_text())
+        style.update(image=known["image"], sha256=known.get("sha256", ""))
+    config = json.loads(meta.get("config") or "{}")
+    training = json.loads(meta.get("training") or "{}")
+    return export_transformer(net, ZOO_DIR / f"{name}.safetensors", style, config, training, half=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["add"]:
+        for src in argv[1:]:
+            print(f"shipped {add(src)}")
+        return 0
+    for row in describe():
+        details = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("name", "machine") and v is not None)
+        print(f"{row['name']:<16} {details}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
