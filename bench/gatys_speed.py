@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, pick_device, resize_long_side
-from fststyle.hardware import machine_summary
+from fststyle.hardware import machine_summary, resolve_precision
 from fststyle.style import load_image
 
 
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "auto"], help="of the VGG passes (auto: this machine's choice)")
     args = ap.parse_args()
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -41,20 +42,23 @@ def main() -> None:
     content, style = load_image(args.content).to(device), load_image(args.style).to(device)
     print(f"device={device} ({machine_summary(str(device))}, torch threads={torch.get_num_threads()}), "
           f"network={loss.network.network}, optimizer={args.optimizer}")
-    print("| long side | image | iterations | seconds | iterations/s |")
-    print("|---|---|---|---|---|")
+    print("| long side | image | precision | iterations | seconds | iterations/s | final loss |")
+    print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         image = resize_long_side(content, size)
-        optimize_image(loss, image, style, OptimizeSettings(iterations=1, optimizer=args.optimizer), progress=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        optimize_image(loss, image, style, OptimizeSettings(iterations=args.iterations, optimizer=args.optimizer), progress=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        h, w = image.shape[-2:]
-        print(f"| {size} | {w}x{h} | {args.iterations} | {seconds:.1f} | {args.iterations / seconds:.2f} |")
+        for precision in args.precisions:
+            settings = dict(optimizer=args.optimizer, precision=resolve_precision(precision, device.type))
+            optimize_image(loss, image, style, OptimizeSettings(iterations=1, **settings), progress=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            _, history = optimize_image(loss, image, style, OptimizeSettings(iterations=args.iterations, **settings), progress=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            h, w = image.shape[-2:]
+            print(f"| {size} | {w}x{h} | {settings['precision']} | {args.iterations} | {seconds:.1f} | "
+                  f"{args.iterations / seconds:.2f} | {history[-1]['total']:.4g} |")
 
 
 if __name__ == "__main__":

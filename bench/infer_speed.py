@@ -31,7 +31,7 @@ from fststyle.inference import Stylizer  # noqa: E402
 from fststyle.transformer import TransformerNet  # noqa: E402
 from timing import best_of, best_of_each  # noqa: E402 - bench/timing.py
 
-DEFAULT = "openvino fp32 (infer.py CPU default)"
+DEFAULT = "openvino fp32"
 
 
 def main():
@@ -56,7 +56,8 @@ def main():
     photo = torch.rand(1, 3, 680, 1024)
     x = photo.numpy()
     print(f"machine: {machine_summary()}; torch {torch.__version__}, threads {torch.get_num_threads()}, image 1024x680")
-    print(f"precision=auto here: {resolve_precision('auto', 'cpu')}")
+    auto = resolve_precision("auto", "cpu")
+    print(f"infer.py's CPU default here: openvino {auto} (precision=auto)")
 
     def baseline():
         with torch.no_grad():

@@ -438,7 +438,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         ("baseline", "VGG forward, content (to relu4_3)", b_vgg_content),
         ("baseline", "whole step (fwd + bwd + Adam)", b_full),
         ("fststyle", "transformer forward", f_transformer),
-        ("fststyle", "VGG forward, content (to relu2_2)", f_vgg_content),
+        ("fststyle", f"VGG forward, content (to {max(cfg.loss.content_layers)})", f_vgg_content),
         ("fststyle", "whole step (fwd + bwd + Adam)", f_full),
     ]
     peaks = {"fp32": conv_rate(False), "bf16": conv_rate(True)}

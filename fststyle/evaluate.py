@@ -27,7 +27,7 @@ from fststyle.style import load_image, resolve_image
 from fststyle.vgg import LossNetwork
 from fststyle.zoo import resolve_model
 
-CELL = 320  # grid cell height in pixels
+CELL = 320  # default grid cell height in pixels
 
 
 @dataclass
@@ -83,18 +83,18 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def make_grid(cells: list[list[tuple[Image.Image, str]]]) -> Image.Image:
-    """One row per photo; every cell scaled to ``CELL`` px high and labelled."""
+def make_grid(cells: list[list[tuple[Image.Image, str]]], cell: int = CELL) -> Image.Image:
+    """One row per photo; every cell scaled to ``cell`` px high and labelled."""
     rows = []
     for row in cells:
-        scaled = [label(im.resize((round(im.width * CELL / im.height), CELL), Image.Resampling.LANCZOS), text) for im, text in row]
+        scaled = [label(im.resize((round(im.width * cell / im.height), cell), Image.Resampling.LANCZOS), text) for im, text in row]
         rows.append(scaled)
     width = max(sum(im.width for im in row) + 4 * (len(row) - 1) for row in rows)
-    grid = Image.new("RGB", (width, len(rows) * CELL + 4 * (len(rows) - 1)), (255, 255, 255))
+    grid = Image.new("RGB", (width, len(rows) * cell + 4 * (len(rows) - 1)), (255, 255, 255))
     for r, row in enumerate(rows):
         x = 0
         for im in row:
-            grid.paste(im, (x, r * (CELL + 4)))
+            grid.paste(im, (x, r * (cell + 4)))
             x += im.width + 4
     return grid
 
@@ -108,6 +108,7 @@ def evaluate(
     styles_dir: str | None = None,
     style_image: str | None = None,
     device: str = "cpu",
+    cell: int = CELL,
 ) -> list[Row]:
     """Stylize every photo with every model; write ``grid.jpg``, ``metrics.csv`` and ``metrics.json`` to ``out``."""
     from fststyle.inference import Stylizer
@@ -137,7 +138,7 @@ def evaluate(
         cells.append(row_cells)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    make_grid(cells).save(out / "grid.jpg", quality=92)
+    make_grid(cells, cell).save(out / "grid.jpg", quality=90)
     summary = means(rows, names)
     with open(out / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
@@ -174,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--styles", help="folder with <style>.jpg style images (else the model's metadata says where)")
     parser.add_argument("--style-image", help="one style image for every model")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cell", type=int, default=CELL, help="height of each picture in the grid, in pixels")
     args = parser.parse_args(argv)
     try:
-        rows = evaluate(args.models, args.photos, args.out, args.size, args.weights, args.styles, args.style_image, args.device)
+        rows = evaluate(
+            args.models, args.photos, args.out, args.size, args.weights, args.styles, args.style_image, args.device, args.cell
+        )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -135,11 +135,14 @@ def probe_speedup(size: tuple[int, int] = (128, 128), channels: int = 128, repea
 
 
 def cached_probe() -> float:
-    """``probe_speedup()`` once per CPU model and torch version; the answer lives in the cache folder."""
-    import torch
+    """``probe_speedup()`` once per CPU model and torch version; the answer lives in the cache folder.
+
+    Reading the answer must not import torch (1.3 s): infer.py's CPU path runs without it.
+    """
+    from importlib.metadata import version
 
     name, _ = cpu_info()
-    key = f"{name}|{os.cpu_count()}|torch {torch.__version__}"
+    key = f"{name}|{os.cpu_count()}|torch {version('torch')}"
     path = cache_dir() / "precision-probe.json"
     try:
         known = json.loads(path.read_text())

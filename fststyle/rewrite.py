@@ -48,9 +48,13 @@ class SubPixelUpsample(nn.Module):
         self.conv.bias.data.copy_(conv.bias.detach().repeat_interleave(4))
         self.post = nn.Sequential(*list(layer.conv)[2:])  # the same instance norm and ReLU modules
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """The up-sampled convolution, before the norm and ReLU (``post``)."""
         y = F.pixel_shuffle(self.conv(F.pad(x, (1, 1, 1, 1), mode="replicate")), 2)  # (N, C, 2h + 2, 2w + 2)
-        return self.post(y[:, :, 1:-1, 1:-1])
+        return y[:, :, 1:-1, 1:-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.body(x))
 
 
 class SpaceToDepthConv(nn.Module):

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from fststyle.transformer import TransformerNet, to_image
+from fststyle.rewrite import SubPixelUpsample
+from fststyle.transformer import TransformerNet, Upsample, to_image
 
 ALIGN = 4  # the network down-samples twice by 2
 
@@ -152,12 +153,49 @@ def stylize_tiled(net: nn.Module, image: torch.Tensor, tile: int = 1024, overlap
     tile = max(ALIGN * 16, tile // ALIGN * ALIGN)  # smaller tiles would be mostly overlap
     overlap = min(overlap // ALIGN * ALIGN, tile // 2)
     if stats == "exact" and isinstance(net, TransformerNet):
-        device = next(net.parameters()).device
-        features = run_tiles(net.encoder, image, tile, overlap, "exact", scale=0.25, out_device=device)
-        features = net.residuals(features.to(image.dtype))
-        q_tile, q_overlap = tile // 4, overlap // 4  # the same tiles, in quarter-resolution pixels
-        return run_tiles(net.decoder, features, q_tile, q_overlap, "exact", scale=4, finish=to_image)
+        return _exact_by_segments(net, image, tile, overlap)
     return run_tiles(net, image, tile, overlap, stats)
+
+
+def _exact_by_segments(net: TransformerNet, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """Tiles where activations are large (full and half resolution), whole tensors where they are small.
+
+    The encoder runs in tiles up to its last convolution; that output (quarter resolution) is kept whole,
+    so its norm, the residual blocks and the first up-sampling layer need no statistics passes. The rest
+    of the decoder runs in tiles of the half-resolution activations.
+    """
+    device = next(net.parameters()).device
+    *first, last = net.encoder
+    body, post = split_norm(last)
+    quarter = run_tiles(nn.Sequential(*first, body), image, tile, overlap, "exact", scale=0.25, out_device=device)
+    quarter = post(quarter.to(image.dtype).contiguous(memory_format=torch.channels_last))
+    quarter = net.residuals(quarter)
+    body, post = split_norm(net.decoder[0])
+    half = post(body(quarter))
+    del quarter
+    rest = nn.Sequential(*list(net.decoder)[1:])
+    return run_tiles(rest, half, tile // 2, overlap // 2, "exact", scale=2, finish=to_image)
+
+
+def split_norm(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A layer that ends in instance norm (+ ReLU) as (what comes before the norm, the norm and the rest)."""
+    if isinstance(layer, SubPixelUpsample):
+        return _Call(layer.body), layer.post
+    if isinstance(layer, Upsample) and layer.mode == "nearest":
+        conv = list(layer.conv)
+        return nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), *conv[:2]), nn.Sequential(*conv[2:])
+    layers = list(layer.conv if isinstance(layer, Upsample) else layer)
+    split = next(i for i, m in enumerate(layers) if isinstance(m, nn.InstanceNorm2d))
+    return nn.Sequential(*layers[:split]), nn.Sequential(*layers[split:])
+
+
+class _Call(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
 
 
 def run_tiles(
@@ -194,7 +232,7 @@ def run_tiles(
                 yield y, x, th, tw, own, before, after
 
     def run_tile(y, x, th, tw):
-        return net(image[:, :, y:y + th, x:x + tw].to(device, non_blocking=True))
+        return net(image[:, :, y:y + th, x:x + tw].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
 
     with norm.hooked():
         if stats == "downscaled":

@@ -60,6 +60,6 @@ def test_defaults_follow_johnson():
     assert cfg.data.source == "hub" and cfg.data.name == "detection-datasets/coco"
     assert (cfg.data.image_size, cfg.data.batch_size) == (256, 4)
     assert cfg.loss.network == "vgg16" and cfg.loss.weights == "torchvision"
-    assert list(cfg.loss.content_layers) == ["relu2_2"]
+    assert list(cfg.loss.content_layers) == ["relu3_3"]  # Johnson's code (content layer 16 of the Torch VGG16)
     assert list(cfg.loss.style_layers) == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
     assert cfg.optim.lr == 1e-3 and cfg.model.residual_blocks == 5

@@ -1,0 +1,71 @@
+"""The shipped styles: every file loads, says how it was made, stylizes a photo, and is found by name."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fststyle import zoo
+from fststyle.errors import UserError
+from fststyle.export import load_transformer
+from fststyle.inference import Stylizer
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = zoo.names()
+TRAINING_KEYS = {"steps", "images_seen", "image_size", "machine", "wall_time_s", "precision"}
+
+
+def test_the_zoo_holds_six_styles_in_one_folder_each_small():
+    assert len(NAMES) >= 6, NAMES
+    for name in NAMES:
+        path = zoo.ZOO_DIR / f"{name}.safetensors"
+        assert path.stat().st_size <= 4 * 2**20, (name, path.stat().st_size)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_style_loads_describes_itself_and_stylizes(name):
+    net, meta = load_transformer(zoo.ZOO_DIR / f"{name}.safetensors")
+    assert meta["style"] == name
+    assert meta["style_image"].startswith("https://") and len(meta["style_sha256"]) == 64
+    training = json.loads(meta["training"])
+    assert TRAINING_KEYS <= training.keys() and training["steps"] > 0, training
+    assert meta["fststyle_version"]
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # stored fp16, loaded as fp32
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (36, 52, 3), dtype=np.uint8))
+    out = Stylizer(net)(photo)
+    assert out.size == photo.size
+    assert np.abs(np.asarray(out, np.float32) - np.asarray(photo, np.float32)).mean() > 10  # it does something
+
+
+def test_names_resolve_and_unknown_names_list_the_zoo(tmp_path):
+    path, label = zoo.resolve_model(NAMES[0])
+    assert path == zoo.ZOO_DIR / f"{NAMES[0]}.safetensors" and label == NAMES[0]
+    with pytest.raises(UserError, match="shipped styles: " + ", ".join(NAMES)):
+        zoo.resolve_model("van_gogh_sunflowers")
+    with pytest.raises(UserError, match="no such file"):
+        zoo.resolve_model(str(tmp_path / "missing.safetensors"))
+
+
+def test_infer_by_name_and_list(tmp_path):
+    src = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(src)
+    out = tmp_path / "out.jpg"
+    env = dict(os.environ, FSSTYLE_CACHE=str(tmp_path / "cache"))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "infer.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+
+    proc = run(f"ckpt={NAMES[0]}", f"input={src}", f"output={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size == (60, 40)
+    listing = run("ckpt=list")
+    assert listing.returncode == 0 and all(name in listing.stdout for name in NAMES)
+    unknown = run("ckpt=nope", f"input={src}", f"output={tmp_path / 'x.jpg'}")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().count("\n") == 0 and NAMES[0] in unknown.stderr
