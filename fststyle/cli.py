@@ -1,4 +1,5 @@
-"""Shared bits of the command-line entry points."""
+"""The command-line entry points (``fststyle-train``, ``fststyle-infer``; ``train.py``/``infer.py`` in a
+checkout call the same functions) and what they share."""
 from __future__ import annotations
 
 import functools
@@ -42,3 +43,45 @@ def check_config_choices(config_dir: str | Path, argv: list[str] | None = None) 
         if unknown:
             print(f"error: {group}={unknown[0]}: no such {group}; available: {', '.join(available)}", file=sys.stderr)
             sys.exit(2)
+
+
+def config_dir() -> Path:
+    """conf/: inside the installed package (the wheel maps the repository's conf/ there), else the checkout's."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf"
+
+
+def _hydra_main(config_name: str, run):
+    import hydra
+
+    @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
+    @report_user_errors
+    def main(cfg) -> None:
+        run(cfg)
+
+    check_config_choices(config_dir())
+    main()
+
+
+def _train(cfg) -> None:
+    from fststyle.training import train
+
+    path = train(cfg)
+    if path:
+        print(f"exported {path}")
+
+
+def _infer(cfg) -> None:
+    from fststyle.infer_cli import run
+
+    run(cfg)
+
+
+def train_main() -> None:
+    """``fststyle-train style=starry_night ...`` (conf/train.yaml lists every option)."""
+    _hydra_main("train", _train)
+
+
+def infer_main() -> None:
+    """``fststyle-infer ckpt=starry_night input=photo.jpg output=out.jpg`` (conf/infer.yaml)."""
+    _hydra_main("infer", _infer)

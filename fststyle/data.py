@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, get_worker_info
 
 from fststyle.errors import UserError
+from fststyle.photos import upright_srgb
 from fststyle.sharding import LoggedSamples, RankStream, record_key, sample_log_dir
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def square_crop(image: Image.Image, size: int, rng: random.Random | None) -> np.
     """
     if image.format == "JPEG":
         image.draft("RGB", (size, size))  # let libjpeg decode at 1/2, 1/4, 1/8 scale: much faster
-    image = to_rgb(image)
+    image = to_rgb(upright_srgb(image))
     side = min(image.size)
     x = rng.randint(0, image.width - side) if rng else (image.width - side) // 2
     y = rng.randint(0, image.height - side) if rng else (image.height - side) // 2

@@ -213,23 +213,29 @@ def _gpu_likely() -> bool:
 
 
 def read_image(path: Path, size: int | None):
+    """(H, W, 3) uint8, upright and in sRGB, as a viewer shows the file (fststyle/photos.py)."""
     import numpy as np
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    from fststyle.photos import open_rgb
+
+    im = open_rgb(path)
     if size:
         scale = size / max(im.size)
         im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
     return np.asarray(im)
 
 
-def write_image(array, path: Path) -> None:
+def write_image(array, path: Path, exif: bytes | None = None) -> None:
+    """Atomically; ``exif`` (the photo's, orientation reset) is kept where the format holds EXIF."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part{path.suffix}")
-    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
+    suffix = path.suffix.lower()
+    options = {"quality": 95} if suffix in (".jpg", ".jpeg", ".webp") else {}
+    if exif and suffix in (".jpg", ".jpeg", ".webp", ".png", ".tif", ".tiff"):
+        options["exif"] = exif
     Image.fromarray(array).save(tmp, **options)
     os.replace(tmp, path)
 
@@ -238,20 +244,21 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
     """Images in batches of equal size, videos frame by frame; a one-line summary; unreadable files listed."""
     from tqdm import tqdm
 
+    from fststyle.photos import output_exif
     from fststyle.video import is_video as video, stylize_video
 
     start = time.perf_counter()
     images_done, videos_done, frames, skipped = 0, 0, 0, []
     batch: list = []
-    targets: list[Path] = []
+    targets: list[tuple[Path, Path]] = []
 
     def flush():
         nonlocal images_done
         if batch:
             import numpy as np
 
-            for image, dst in zip(engine(np.stack(batch)), targets):
-                write_image(image, dst)
+            for image, (src, dst) in zip(engine(np.stack(batch)), targets):
+                write_image(image, dst, output_exif(src))
             images_done += len(batch)
             batch.clear()
             targets.clear()
@@ -267,7 +274,7 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
         if batch and (image.shape != batch[0].shape or len(batch) >= cfg.batch_size):
             flush()
         batch.append(image)
-        targets.append(dst)
+        targets.append((src, dst))
     flush()
     for src, dst in videos:
         try:

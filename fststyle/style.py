@@ -11,6 +11,7 @@ import torchvision.transforms.functional as TF
 
 from fststyle.cache import cache_dir, sha256_of
 from fststyle.errors import UserError
+from fststyle.photos import open_rgb
 
 
 def is_url(s: str) -> bool:
@@ -45,10 +46,9 @@ def resolve_image(image: str, sha256: str | None = None) -> Path:
 
 
 def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """RGB [0, 1] tensor (1, 3, H, W); ``size`` sets the long side, keeping the aspect ratio."""
+    """RGB [0, 1] tensor (1, 3, H, W), upright and in sRGB; ``size`` sets the long side, keeping the aspect ratio."""
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        im = open_rgb(path)
     except Exception as e:  # noqa: BLE001
         raise UserError(f"cannot read image {str(path)!r}: {e}") from None
     if size:

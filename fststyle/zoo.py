@@ -61,7 +61,9 @@ def add(src: str | Path) -> Path:
     net, meta = load_transformer(src)
     name = meta["style"]
     style = {"name": name, "image": meta.get("style_image", ""), "sha256": meta.get("style_sha256", "")}
-    conf = Path(__file__).resolve().parents[1] / "conf" / "style" / f"{name}.yaml"
+    from fststyle.cli import config_dir
+
+    conf = config_dir() / "style" / f"{name}.yaml"
     if conf.is_file():
         known = yaml.safe_load(conf.read_text())
         style.update(image=known["image"], sha256=known.get("sha256", ""))
