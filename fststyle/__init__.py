@@ -4,6 +4,13 @@ __version__ = "0.1.0"
 
 __all__ = ["Stylizer"]
 
+try:  # the resolvers conf/ uses, for every way of composing it (entry points, tests, benches, the compose API)
+    from fststyle.cli import register_resolvers
+
+    register_resolvers()
+except ImportError:  # omegaconf missing: only the torch-free inference API is used
+    pass
+
 
 def __getattr__(name: str):
     # `from fststyle import Stylizer` without making `import fststyle` pay for torch

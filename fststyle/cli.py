@@ -45,6 +45,28 @@ def check_config_choices(config_dir: str | Path, argv: list[str] | None = None) 
             sys.exit(2)
 
 
+def style_name(default: str, *, _parent_) -> str:
+    """``style.name`` of a style config: its own name for its own picture, else the stem of ``style.image``.
+
+    ``style.image=my_painting.jpg`` trains "my_painting" (run folder, export, metadata); ``style.name=X``
+    replaces this resolver altogether. The image is read uninterpolated: ``style.image=DIR/${style.name}.jpg``
+    (one image per style of a multirun) refers to the name, so it keeps the default.
+    """
+    raw = _parent_._get_node("image")._value()
+    if not isinstance(raw, str) or "${" in raw or raw == _parent_.get("url"):
+        return default
+    from urllib.parse import urlparse
+
+    return Path(urlparse(raw).path).stem or default
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("style_name"):
+        OmegaConf.register_new_resolver("style_name", style_name)
+
+
 def config_dir() -> Path:
     """conf/: inside the installed package (the wheel maps the repository's conf/ there), else the checkout's."""
     packaged = Path(__file__).resolve().parent / "conf"

@@ -57,6 +57,28 @@ def export_transformer(
     return path
 
 
+def check_replaceable(path: str | Path, style_sha256: str, style_image: str, overwrite: bool = False) -> None:
+    """Refuse, before training, to let an export replace a file made from a different style image."""
+    path = Path(path)
+    if overwrite or not path.exists():
+        return
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        meta = {}
+    same = meta.get("style_sha256") == style_sha256 if meta.get("style_sha256") else meta.get("style_image") == style_image
+    if meta.get("format") == FORMAT and same:
+        return  # the same picture trained again: the new export replaces the old
+    made_from = f"was made from {meta.get('style_image')!r}" if meta.get("format") == FORMAT else "is not an fststyle style file"
+    raise UserError(
+        f"{path} {made_from}, not from {style_image!r}: refusing to replace it "
+        "(nothing trained yet); pass overwrite=true, style.name=NAME or export_dir=DIR"
+    )
+
+
 def _rebuild(architecture: dict, state: dict[str, torch.Tensor], source: Path) -> TransformerNet:
     try:
         net = TransformerNet(TransformerConfig(**architecture))

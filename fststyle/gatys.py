@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from fststyle.errors import UserError
 from fststyle.hardware import resolve_precision
 from fststyle.losses import PerceptualLoss, build_loss
-from fststyle.style import load_image, resolve_image
+from fststyle.style import checksum_for, load_image, resolve_image
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
@@ -223,7 +223,7 @@ def run_optimize(cfg: DictConfig) -> Path:
         raise UserError("output: would write over the input image")
 
     content = load_image(src, cfg.get("size")).to(device)
-    style = load_image(resolve_image(cfg.style.image, cfg.style.get("sha256"))).to(device)
+    style = load_image(resolve_image(cfg.style.image, checksum_for(cfg.style))).to(device)
     loss = build_gatys_loss(cfg.loss).to(device)
 
     def on_iteration(i: int, image: torch.Tensor) -> None:

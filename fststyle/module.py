@@ -13,7 +13,7 @@ from torchvision.utils import make_grid, save_image
 from fststyle.errors import UserError
 from fststyle.losses import build_loss
 from fststyle.quality import STYLE_SIZE, QualityMeter
-from fststyle.style import load_style
+from fststyle.style import checksum_for, load_style
 from fststyle.transformer import TransformerConfig, TransformerNet
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class StyleTransferModule(pl.LightningModule):
     # -- style target: computed once per process from the style image ------------------------
     def setup(self, stage: str) -> None:
         if stage == "fit" and not bool(self.loss.style_ready):
-            image = load_style(self.style["image"], self.style.get("sha256"), self.style.get("size"))
+            image = load_style(self.style["image"], checksum_for(self.style), self.style.get("size"))
             self.loss.set_style(image.to(self.device))
         if stage == "fit" and self.quality is None:
             self.quality = self.quality_meter()
@@ -62,7 +62,7 @@ class StyleTransferModule(pl.LightningModule):
 
     def quality_meter(self) -> QualityMeter | None:
         """fststyle.quality's measure on the loss's own VGG, when that is a VGG16 reaching relu4_3."""
-        image = load_style(self.style["image"], self.style.get("sha256"), STYLE_SIZE).to(self.device)
+        image = load_style(self.style["image"], checksum_for(self.style), STYLE_SIZE).to(self.device)
         try:
             return QualityMeter(self.loss.network, image)
         except ValueError as e:

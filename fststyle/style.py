@@ -57,5 +57,10 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     return TF.to_tensor(im).unsqueeze(0)
 
 
+def checksum_for(style) -> str | None:
+    """A style config's sha256 belongs to its own download (``url``), never to a user's ``style.image``."""
+    return style.get("sha256") if style.get("url") is None or style.get("image") == style.get("url") else None
+
+
 def load_style(image: str, sha256: str | None = None, size: int | None = None) -> torch.Tensor:
     return load_image(resolve_image(image, sha256), size)

@@ -13,10 +13,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fststyle.distributed import check_launch, scaled_optim
 from fststyle.errors import UserError
-from fststyle.export import export_transformer
+from fststyle.cache import sha256_of
+from fststyle.export import check_replaceable, export_transformer
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
 from fststyle.module import StyleTransferModule
 from fststyle.sharding import StreamEpoch
+from fststyle.style import checksum_for, resolve_image
 from fststyle.safety import (
     EXIT_PREEMPTED,
     AtomicCheckpointIO,
@@ -39,8 +41,8 @@ class ExportStyle(Callback):
     (preempted right at the end) trains no step, so only ``on_fit_end`` is called, and it must still export.
     """
 
-    def __init__(self, export_dir: str | Path, config: dict):
-        self.export_dir, self.config = Path(export_dir), config
+    def __init__(self, export_dir: str | Path, config: dict, style_sha256: str = ""):
+        self.export_dir, self.config, self.style_sha256 = Path(export_dir), config, style_sha256
         self.path: Path | None = None
         self.started, self.first_step = 0.0, 0
 
@@ -71,8 +73,8 @@ class ExportStyle(Callback):
     def on_fit_end(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
         if trainer.is_global_zero:
             self.path = export_transformer(
-                module.transformer, self.export_dir / f"{module.style['name']}.safetensors", module.style, self.config,
-                training=self.training_record(trainer),
+                module.transformer, self.export_dir / f"{module.style['name']}.safetensors",
+                {**module.style, "sha256": self.style_sha256}, self.config, training=self.training_record(trainer),
             )
             log.info("exported %s", self.path)
 
@@ -133,7 +135,9 @@ def train(cfg: DictConfig) -> Path | None:
         model=config["model"], loss=config["loss"], style=config["style"], optim=config["optim"], config=config,
         speed=config.get("speed"),
     )
-    export = ExportStyle(cfg.export_dir, config)
+    style_sha256 = sha256_of(resolve_image(cfg.style.image, checksum_for(cfg.style)))
+    check_replaceable(Path(cfg.export_dir) / f"{cfg.style.name}.safetensors", style_sha256, str(cfg.style.image), cfg.get("overwrite", False))
+    export = ExportStyle(cfg.export_dir, config, style_sha256)
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,
         save_last=True,

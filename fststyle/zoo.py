@@ -66,7 +66,7 @@ def add(src: str | Path) -> Path:
     conf = config_dir() / "style" / f"{name}.yaml"
     if conf.is_file():
         known = yaml.safe_load(conf.read_text())
-        style.update(image=known["image"], sha256=known.get("sha256", ""))
+        style.update(image=known["url"], sha256=known.get("sha256", ""))
     config = json.loads(meta.get("config") or "{}")
     training = json.loads(meta.get("training") or "{}")
     return export_transformer(net, ZOO_DIR / f"{name}.safetensors", style, config, training, half=True)
