@@ -126,6 +126,15 @@ class StyleTransferModule(pl.LightningModule):
         if log_image is not None:
             log_image(key="samples", images=[grid], caption=["content (top) | stylized (bottom)"], step=self.global_step)
 
+    @torch.no_grad()
+    def final_samples(self) -> None:
+        """The sample grid of the finished network (at the end of training, whatever the validation interval)."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None or getattr(datamodule, "val_set", None) is None:
+            return
+        content = self.to_float(next(iter(datamodule.val_dataloader())).to(self.device))
+        self.log_samples(content, self.transformer(content))
+
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.transformer.parameters(), lr=self.optim["lr"])

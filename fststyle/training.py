@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fststyle.distributed import check_launch, scaled_optim
@@ -41,8 +42,9 @@ class ExportStyle(Callback):
     (preempted right at the end) trains no step, so only ``on_fit_end`` is called, and it must still export.
     """
 
-    def __init__(self, export_dir: str | Path, config: dict, style_sha256: str = ""):
+    def __init__(self, export_dir: str | Path, config: dict, style_sha256: str = "", log_model: bool = False):
         self.export_dir, self.config, self.style_sha256 = Path(export_dir), config, style_sha256
+        self.log_model = log_model  # also to wandb, as a model artifact, with the final sample grid
         self.path: Path | None = None
         self.started, self.first_step = 0.0, 0
 
@@ -77,6 +79,9 @@ class ExportStyle(Callback):
                 {**module.style, "sha256": self.style_sha256}, self.config, training=self.training_record(trainer),
             )
             log.info("exported %s", self.path)
+            if self.log_model and isinstance(trainer.logger, WandbLogger):
+                module.final_samples()
+                log_artifact(trainer.logger, self.path, module.style["name"])
 
 
 def resume_checkpoint(cfg: DictConfig, checkpoint_dir: Path) -> str | None:
@@ -97,9 +102,25 @@ def resume_checkpoint(cfg: DictConfig, checkpoint_dir: Path) -> str | None:
     return None
 
 
+def log_artifact(logger: WandbLogger, path: Path, name: str) -> None:
+    """The exported style file as a wandb model artifact named after the style, its metadata attached."""
+    import wandb
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+    artifact = wandb.Artifact(name=name, type="model", metadata=metadata)
+    artifact.add_file(str(path))
+    logger.experiment.log_artifact(artifact)
+
+
 def build_logger(cfg: DictConfig):
+    """The configured Lightning logger. ``logger.log_model`` is fststyle's (the export as an artifact), so
+    Lightning's own checkpoint upload stays off."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
+    if "log_model" in cfg.logger:
+        return instantiate(cfg.logger, log_model=False)
     return instantiate(cfg.logger)
 
 
@@ -137,7 +158,7 @@ def train(cfg: DictConfig) -> Path | None:
     )
     style_sha256 = sha256_of(resolve_image(cfg.style.image, checksum_for(cfg.style)))
     check_replaceable(Path(cfg.export_dir) / f"{cfg.style.name}.safetensors", style_sha256, str(cfg.style.image), cfg.get("overwrite", False))
-    export = ExportStyle(cfg.export_dir, config, style_sha256)
+    export = ExportStyle(cfg.export_dir, config, style_sha256, log_model=bool((cfg.get("logger") or {}).get("log_model", False)))
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,
         save_last=True,

@@ -1,0 +1,38 @@
+"""logger=wandb logs the exported style as a model artifact and the final sample grid (wandb offline, no network)."""
+from pathlib import Path
+
+import pytest
+import wandb
+
+from fststyle.training import train
+from tests.badimages import photo
+from tests.test_own_style import UNNAMED, compose_train
+
+
+def wandb_records(run_dir: Path) -> bytes:
+    (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # wandb's transaction log of the run
+    return log.read_bytes()
+
+
+@pytest.mark.parametrize("log_model", [True, False])
+def test_export_is_a_model_artifact(tmp_path, monkeypatch, log_model):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        photo(96, 80, i).save(photos / f"{i}.jpg")
+    style = tmp_path / "my_painting.jpg"
+    photo(64, 64, 1).save(style)
+    run_dir = tmp_path / "run"
+    overrides = [o for o in UNNAMED if not o.startswith("logger=")]
+    path = train(compose_train(*overrides, "logger=wandb", f"logger.log_model={str(log_model).lower()}", f"style.image={style}",
+                               f"data.path={photos}", f"run_dir={run_dir}", f"export_dir={tmp_path / 'exports'}",
+                               "trainer.max_steps=2"))
+    assert path.name == "my_painting.safetensors"
+    wandb.finish()  # as the end of the process does: the run's records are written out
+    records = wandb_records(run_dir)
+    # the export's metadata (its format string) reaches wandb only through the artifact
+    assert (b"fststyle.transformer/1" in records and b"model" in records) == log_model
+    assert (b"samples" in records) == log_model  # the final sample grid (no validation ran in 2 steps)
+    assert (run_dir / "samples").is_dir() == log_model
