@@ -56,8 +56,7 @@ def test_ddp_two_processes_train_disjoint_export_once_and_resume(tmp_path, coco_
         f"data.path={coco_dir}",
         f"loss.weights={vgg16_caffe}",
         *TINY,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
+        "trainer.accelerator=cpu",  # Lightning's own keys on the default trainer group, no trainer=ddp (issue 13)
         "trainer.devices=2",
         "trainer.strategy=ddp",
         "trainer.val_check_interval=10",
