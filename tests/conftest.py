@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import fststyle  # noqa: F401 - registers the OmegaConf resolvers conf/ uses (style.name)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
