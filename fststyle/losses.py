@@ -163,9 +163,3 @@ def build_loss(loss: Mapping, style: Mapping) -> "PerceptualLoss":
         normalization=loss.get("normalization", "mse"),
     )
 
-
-# How training steps run (conf/train.yaml `speed:`); see docs/BENCHMARKS.md for what each one buys.
-SPEED_DEFAULTS = {
-    "channels_last": True,  # VGG loss network in NHWC, the layout oneDNN and cuDNN convolve fastest
-    "compile": False,  # torch.compile transformer and loss: faster steps, but the first one waits for the compiler
-}

@@ -12,9 +12,9 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from fststyle.cache import sha256_of
 from fststyle.distributed import check_launch, scaled_optim
 from fststyle.errors import UserError
-from fststyle.cache import sha256_of
 from fststyle.export import check_replaceable, export_transformer
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
 from fststyle.module import StyleTransferModule

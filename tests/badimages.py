@@ -43,6 +43,14 @@ def photo(w: int, h: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
 
 
+def photo_folder(folder: Path, count: int, w: int = 96, h: int = 80) -> Path:
+    """``count`` photos, 0.jpg, 1.jpg, ... in ``folder`` (created)."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        photo(w, h, i).save(folder / f"{i}.jpg")
+    return folder
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

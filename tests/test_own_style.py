@@ -8,7 +8,7 @@ from safetensors import safe_open
 from fststyle.errors import UserError
 from fststyle.style import checksum_for
 from fststyle.training import train
-from tests.badimages import photo
+from tests.badimages import photo, photo_folder
 from tests.test_reliability_training import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +47,7 @@ def test_a_config_checksum_only_checks_its_own_download():
 
 
 def test_own_painting_trains_exports_and_never_silently_replaces(tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(8):
-        photo(96, 80, i).save(photos / f"{i}.jpg")
+    photos = photo_folder(tmp_path / "photos", 8)
     mine, other = tmp_path / "my_painting.jpg", tmp_path / "elsewhere" / "my_painting.jpg"
     other.parent.mkdir()
     photo(64, 64, 1).save(mine)

@@ -14,7 +14,7 @@ import torch
 
 from fststyle.export import export_transformer
 from fststyle.transformer import TransformerConfig, TransformerNet
-from tests.badimages import make_bad_folder, photo
+from tests.badimages import make_bad_folder, photo, photo_folder
 from tests.test_reliability_files import hostile_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,10 +23,7 @@ TINY = ["model.base_channels=8", "model.residual_blocks=1", "data.image_size=64"
 
 def cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (command line, text the error line must contain)."""
-    photos = tmp / "photos"
-    photos.mkdir()
-    for i in range(3):
-        photo(80, 64, i).save(photos / f"{i}.jpg")
+    photos = photo_folder(tmp / "photos", 3, 80, 64)
     style = tmp / "style.jpg"
     photo(64, 64, 9).save(style)
     junk = make_bad_folder(tmp / "junk", only_bad=True)

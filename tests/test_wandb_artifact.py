@@ -5,7 +5,7 @@ import pytest
 import wandb
 
 from fststyle.training import train
-from tests.badimages import photo
+from tests.badimages import photo, photo_folder
 from tests.test_own_style import UNNAMED, compose_train
 
 
@@ -18,10 +18,7 @@ def wandb_records(run_dir: Path) -> bytes:
 def test_export_is_a_model_artifact(tmp_path, monkeypatch, log_model):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(6):
-        photo(96, 80, i).save(photos / f"{i}.jpg")
+    photos = photo_folder(tmp_path / "photos", 6)
     style = tmp_path / "my_painting.jpg"
     photo(64, 64, 1).save(style)
     run_dir = tmp_path / "run"
