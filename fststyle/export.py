@@ -53,6 +53,7 @@ def export_transformer(
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in transformer.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)  # safetensors writes 0600; a style file is meant to be shared
     os.replace(tmp, path)
     return path
 

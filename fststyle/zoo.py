@@ -44,8 +44,16 @@ def describe() -> list[dict]:
         with safe_open(str(ZOO_DIR / f"{name}.safetensors"), framework="pt") as f:
             meta = dict(f.metadata() or {})
         training = json.loads(meta.get("training", "{}") or "{}")
-        rows.append({"name": name, **training})
+        rows.append({"name": name, "recipe": recipe(json.loads(meta.get("config", "{}") or "{}")), **training,
+                     "fststyle": meta.get("fststyle_version")})
     return rows
+
+
+def recipe(config: dict) -> str:
+    """The settings that decide a style's look, from a training config."""
+    loss, style, optim = config.get("loss", {}), config.get("style", {}), config.get("optim", {})
+    return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}, "
+            f"style.size {style.get('size')}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}")
 
 
 def add(src: str | Path) -> Path:
@@ -79,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"shipped {add(src)}")
         return 0
     for row in describe():
-        details = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("name", "machine") and v is not None)
-        print(f"{row['name']:<16} {details}")
+        print(f"{row['name']}: {row['recipe']}; {row.get('steps')} steps x batch {row.get('batch')} at {row.get('image_size')} px "
+              f"on {row.get('data')}, {row.get('precision')}, {row.get('wall_time_s')} s on {row.get('machine')}; "
+              f"fststyle {row.get('fststyle')}")
     return 0
 
 
