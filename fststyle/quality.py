@@ -62,18 +62,26 @@ class QualityMeter:
         feats = self._features(images, STYLE_LAYERS)
         return {name: gram(feats[name]) for name in STYLE_LAYERS}
 
-    def style_distance(self, images: torch.Tensor) -> torch.Tensor:
-        """(N,) mean over the style layers of the relative Gram distance to the style image."""
-        grams = self._grams(images)
-        per_layer = [relative_distance(grams[n], self.style_grams[n].to(grams[n].device)) for n in STYLE_LAYERS]
+    def _style(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        per_layer = [relative_distance(gram(feats[n]), self.style_grams[n].to(feats[n].device)) for n in STYLE_LAYERS]
         return torch.stack(per_layer).mean(0)
 
-    def content_distance(self, images: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
-        """(N,) relative relu3_3 feature distance of each image to its photo."""
-        out = self._features(images, [CONTENT_LAYER])[CONTENT_LAYER]
+    def _content(self, out: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
         ref = self._features(photos, [CONTENT_LAYER])[CONTENT_LAYER]
         return relative_distance(out.float(), ref.float())
 
+    def style_distance(self, images: torch.Tensor) -> torch.Tensor:
+        """(N,) mean over the style layers of the relative Gram distance to the style image."""
+        return self._style(self._features(images, STYLE_LAYERS))
+
+    def content_distance(self, images: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
+        """(N,) relative relu3_3 feature distance of each image to its photo."""
+        return self._content(self._features(images, [CONTENT_LAYER])[CONTENT_LAYER], photos)
+
     def __call__(self, images: torch.Tensor, photos: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Both distances, per image, of stylized ``images`` made from ``photos`` (RGB [0, 1], same shape)."""
-        return {"style": self.style_distance(images), "content": self.content_distance(images, photos)}
+        """Both distances, per image, of stylized ``images`` made from ``photos`` (RGB [0, 1], same shape).
+
+        One VGG pass of the images serves both: the content layer is one of the style layers.
+        """
+        feats = self._features(images, STYLE_LAYERS)
+        return {"style": self._style(feats), "content": self._content(feats[CONTENT_LAYER], photos)}
