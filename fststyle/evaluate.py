@@ -127,13 +127,15 @@ def evaluate(
     cells = []
     for photo_path in paths:
         photo = load_image(photo_path, size).to(device)
+        photo_feats = meters[0].features(photo)  # the meters share one network: once per photo
         row_cells = [(to_pil(photo.cpu()), photo_path.name)]
         for name, stylizer, meter in zip(names, stylizers, meters):
             start = time.perf_counter()
             output = stylizer.stylize_tensor(photo)
             seconds = time.perf_counter() - start
-            d = meter(output, photo)
-            rows.append(Row(name, photo_path.name, d["style"].item(), d["content"].item(), meter.style_distance(photo).item(), seconds))
+            feats = meter.features(output)
+            style, content = meter.style_from(feats).item(), meter.content_from(feats, photo_feats).item()
+            rows.append(Row(name, photo_path.name, style, content, meter.style_from(photo_feats).item(), seconds))
             row_cells.append((to_pil(output.cpu()), f"{name}  style {rows[-1].style:.3f}  content {rows[-1].content:.3f}"))
         cells.append(row_cells)
     out = Path(out)

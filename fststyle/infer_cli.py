@@ -215,15 +215,10 @@ def _gpu_likely() -> bool:
 def read_image(path: Path, size: int | None):
     """(H, W, 3) uint8, upright and in sRGB, as a viewer shows the file (fststyle/photos.py)."""
     import numpy as np
-    from PIL import Image
 
-    from fststyle.photos import open_rgb
+    from fststyle.photos import fit_long_side, open_rgb
 
-    im = open_rgb(path)
-    if size:
-        scale = size / max(im.size)
-        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
-    return np.asarray(im)
+    return np.asarray(fit_long_side(open_rgb(path), size))
 
 
 def write_image(array, path: Path, exif: bytes | None = None) -> None:

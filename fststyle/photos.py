@@ -41,6 +41,14 @@ def open_rgb(path) -> Image.Image:
         return upright_srgb(im).convert("RGB")
 
 
+def fit_long_side(image: Image.Image, size: int | None) -> Image.Image:
+    """``image`` with its long side at ``size`` px (aspect kept, Lanczos); as it is when ``size`` is None."""
+    if not size:
+        return image
+    scale = size / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+
+
 def output_exif(path) -> bytes | None:
     """The EXIF of a photo for its stylized copy: everything kept, orientation reset (the pixels are upright)."""
     try:

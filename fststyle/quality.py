@@ -53,35 +53,35 @@ class QualityMeter:
         self.style_grams = self._grams(style_image)
 
     @torch.no_grad()
-    def _features(self, images: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    def features(self, images: torch.Tensor, layers=STYLE_LAYERS) -> dict[str, torch.Tensor]:
+        """fp32 VGG features; the default layers serve both distances (relu3_3 is a style layer too)."""
         device = self.network.mean.device
         with torch.autocast(device.type, enabled=False):
             return self.network(images.to(device).float(), layers)
 
     def _grams(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self._features(images, STYLE_LAYERS)
+        feats = self.features(images)
         return {name: gram(feats[name]) for name in STYLE_LAYERS}
 
-    def _style(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    def style_from(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N,) style distance of images whose ``features()`` are given."""
         per_layer = [relative_distance(gram(feats[n]), self.style_grams[n].to(feats[n].device)) for n in STYLE_LAYERS]
         return torch.stack(per_layer).mean(0)
 
-    def _content(self, out: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
-        ref = self._features(photos, [CONTENT_LAYER])[CONTENT_LAYER]
-        return relative_distance(out.float(), ref.float())
+    @staticmethod
+    def content_from(feats: dict[str, torch.Tensor], photo_feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N,) content distance from the images' and the photos' features."""
+        return relative_distance(feats[CONTENT_LAYER].float(), photo_feats[CONTENT_LAYER].float())
 
     def style_distance(self, images: torch.Tensor) -> torch.Tensor:
         """(N,) mean over the style layers of the relative Gram distance to the style image."""
-        return self._style(self._features(images, STYLE_LAYERS))
+        return self.style_from(self.features(images))
 
     def content_distance(self, images: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
         """(N,) relative relu3_3 feature distance of each image to its photo."""
-        return self._content(self._features(images, [CONTENT_LAYER])[CONTENT_LAYER], photos)
+        return self.content_from(self.features(images, [CONTENT_LAYER]), self.features(photos, [CONTENT_LAYER]))
 
     def __call__(self, images: torch.Tensor, photos: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Both distances, per image, of stylized ``images`` made from ``photos`` (RGB [0, 1], same shape).
-
-        One VGG pass of the images serves both: the content layer is one of the style layers.
-        """
-        feats = self._features(images, STYLE_LAYERS)
-        return {"style": self._style(feats), "content": self._content(feats[CONTENT_LAYER], photos)}
+        """Both distances, per image, of stylized ``images`` made from ``photos`` (RGB [0, 1], same shape)."""
+        feats = self.features(images)  # one pass serves both
+        return {"style": self.style_from(feats), "content": self.content_from(feats, self.features(photos, [CONTENT_LAYER]))}

@@ -6,12 +6,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from PIL import Image
 import torchvision.transforms.functional as TF
 
 from fststyle.cache import cache_dir, sha256_of
 from fststyle.errors import UserError
-from fststyle.photos import open_rgb
+from fststyle.photos import fit_long_side, open_rgb
 
 
 def is_url(s: str) -> bool:
@@ -51,10 +50,7 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
         im = open_rgb(path)
     except Exception as e:  # noqa: BLE001
         raise UserError(f"cannot read image {str(path)!r}: {e}") from None
-    if size:
-        scale = size / max(im.size)
-        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
-    return TF.to_tensor(im).unsqueeze(0)
+    return TF.to_tensor(fit_long_side(im, size)).unsqueeze(0)
 
 
 def checksum_for(style) -> str | None:
