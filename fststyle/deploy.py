@@ -7,9 +7,15 @@ CPUs: the ONNX graph of a style file is exported once into
 ``<cache>/onnx/<sha256 of the style file>-g<GRAPH>.onnx`` and reused. The exported graph is the
 network's exact faster form (:mod:`fststyle.rewrite`). This module imports torch only when it
 has to export.
+
+A multi-style file's graph has one style (or blend) baked in, one cached graph per choice: it is then
+the very graph of a one-style network (same rewrite, same speed, nothing extra to feed), and a new
+choice costs one export of a few seconds instead of a style input on every run.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -23,20 +29,23 @@ OPSET = 17
 GRAPH = 2  # bump when the exported graph changes, so cached graphs of older versions are not reused
 
 
-def _aligned(ckpt: str | Path):
+def _aligned(ckpt: str | Path, style: str | dict | None = None):
     from fststyle.export import load_transformer
     from fststyle.inference import AlignedTransformer
     from fststyle.rewrite import faster_equivalent
 
-    net, meta = load_transformer(ckpt)
+    net, meta = load_transformer(ckpt, style)
     return AlignedTransformer(faster_equivalent(net)).eval(), meta
 
 
-def export_onnx(ckpt: str | Path, path: str | Path) -> Path:
-    """The network of ``ckpt`` as ONNX: input ``image`` (N, 3, H, W) RGB in [0, 1], any N, H, W; output ``stylized``."""
+def export_onnx(ckpt: str | Path, path: str | Path, style: str | dict | None = None) -> Path:
+    """The network of ``ckpt`` as ONNX: input ``image`` (N, 3, H, W) RGB in [0, 1], any N, H, W; output ``stylized``.
+
+    ``style``: the style (or {name: weight} blend) of a multi-style file to bake in.
+    """
     import torch
 
-    model, meta = _aligned(ckpt)
+    model, meta = _aligned(ckpt, style)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -59,11 +68,11 @@ def export_onnx(ckpt: str | Path, path: str | Path) -> Path:
     return path
 
 
-def export_torchscript(ckpt: str | Path, path: str | Path) -> Path:
+def export_torchscript(ckpt: str | Path, path: str | Path, style: str | dict | None = None) -> Path:
     """The network of ``ckpt`` as scripted TorchScript (any N, H, W): ``torch.jit.load(path)(images)``."""
     import torch
 
-    model, _ = _aligned(ckpt)
+    model, _ = _aligned(ckpt, style)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.jit.script(model).save(str(tmp))
@@ -71,17 +80,19 @@ def export_torchscript(ckpt: str | Path, path: str | Path) -> Path:
     return path
 
 
-def cached_onnx(ckpt: str | Path) -> Path:
-    """The ONNX graph of ``ckpt``, exported on first use (needs PyTorch once, a few seconds)."""
+def cached_onnx(ckpt: str | Path, style: str | dict | None = None) -> Path:
+    """The ONNX graph of ``ckpt`` (with ``style`` baked in, for a multi-style file), exported on first use
+    (needs PyTorch once, a few seconds)."""
     ckpt = Path(ckpt).expanduser()
     if not ckpt.is_file():
         raise UserError(f"ckpt: no such file {str(ckpt)!r}")
     if ckpt.suffix == ".onnx":
         return ckpt
-    path = cache_dir() / "onnx" / f"{sha256_of(ckpt)}-g{GRAPH}.onnx"
+    choice = "" if style is None else "-" + hashlib.sha256(json.dumps(style, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "onnx" / f"{sha256_of(ckpt)}{choice}-g{GRAPH}.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(ckpt, path)
+        export_onnx(ckpt, path, style)
     return path
 
 
@@ -100,8 +111,8 @@ class _GraphStylizer:
         self.preserve_color, self.strength = preserve_color, strength
 
     @classmethod
-    def from_checkpoint(cls, ckpt: str | Path, **options):
-        return cls(cached_onnx(ckpt), **options)
+    def from_checkpoint(cls, ckpt: str | Path, style: str | dict | None = None, **options):
+        return cls(cached_onnx(ckpt, style), **options)
 
     def run(self, images):
         raise NotImplementedError

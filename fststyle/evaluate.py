@@ -6,6 +6,12 @@ A MODEL is an exported ``.safetensors``, a training ``.ckpt`` or the name of a s
 photo is stylized at ``--size`` px (long side) by each model and measured with
 :mod:`fststyle.quality`. The ``photo`` rows are the photo itself measured against each style:
 a model's style distance divided by that is how much of the way to the painting it went.
+
+A multi-style file counts as one model per style (``multi.safetensors:wave``). ``--flicker`` adds the
+temporal measure of :mod:`fststyle.stability`: each photo becomes a clip panned ``--pan DY,DX`` pixels per
+frame with fresh sensor-like noise, and ``flicker`` is the mean difference (0-255) of consecutive stylized
+frames after undoing the known motion (``input_flicker``: the same for the input frames). ``--video FILE``
+does the same on a real video, without motion compensation.
 """
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ from PIL import Image, ImageDraw
 
 from fststyle.data import IMAGE_EXTENSIONS
 from fststyle.errors import UserError
+from fststyle.multistyle import read_metadata, style_names
 from fststyle.quality import PHOTO_SIZE, STYLE_SIZE, QualityMeter
+from fststyle.stability import consecutive_difference, pan_clip, warped_difference
 from fststyle.style import load_image, resolve_image
 from fststyle.vgg import LossNetwork
 from fststyle.zoo import resolve_model
@@ -38,6 +46,8 @@ class Row:
     content: float
     photo_style: float  # the photo's own style distance to this model's style image
     seconds: float
+    flicker: float = float("nan")  # with --flicker / --video: 0-255, consecutive stylized frames after the motion
+    input_flicker: float = float("nan")  # the same of the input frames (their noise)
 
 
 def photo_paths(specs: list[str]) -> list[Path]:
@@ -109,6 +119,9 @@ def evaluate(
     style_image: str | None = None,
     device: str = "cpu",
     cell: int = CELL,
+    flicker: bool = False,
+    pan: tuple[int, int] = (1, 2),
+    video: str | None = None,
 ) -> list[Row]:
     """Stylize every photo with every model; write ``grid.jpg``, ``metrics.csv`` and ``metrics.json`` to ``out``."""
     from fststyle.inference import Stylizer
@@ -118,11 +131,13 @@ def evaluate(
     stylizers, meters, names = [], [], []
     for spec in models:
         path, name = resolve_model(spec)
-        stylizer = Stylizer.from_checkpoint(path, device=device)
-        image = load_image(style_image_of(stylizer.metadata, styles_dir, style_image), STYLE_SIZE)
-        stylizers.append(stylizer)
-        meters.append(QualityMeter(network, image))
-        names.append(name)
+        multi = style_names(read_metadata(path)) if path.suffix == ".safetensors" else []
+        for style in multi or [None]:
+            stylizer = Stylizer.from_checkpoint(path, device=device, style=style)
+            image = load_image(style_image_of(stylizer.metadata, styles_dir, style_image), STYLE_SIZE)
+            stylizers.append(stylizer)
+            meters.append(QualityMeter(network, image))
+            names.append(f"{name}:{style}" if style else name)
     rows: list[Row] = []
     cells = []
     for photo_path in paths:
@@ -136,8 +151,12 @@ def evaluate(
             feats = meter.features(output)
             style, content = meter.style_from(feats).item(), meter.content_from(feats, photo_feats).item()
             rows.append(Row(name, photo_path.name, style, content, meter.style_from(photo_feats).item(), seconds))
+            if flicker:
+                rows[-1].flicker, rows[-1].input_flicker = clip_flicker(stylizer, photo[0].cpu(), pan)
             row_cells.append((to_pil(output.cpu()), f"{name}  style {rows[-1].style:.3f}  content {rows[-1].content:.3f}"))
         cells.append(row_cells)
+    if video:
+        rows += video_flicker(Path(video), names, stylizers, size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     make_grid(cells, cell).save(out / "grid.jpg", quality=90)
@@ -150,21 +169,46 @@ def evaluate(
     return rows + summary
 
 
+def clip_flicker(stylizer, photo: torch.Tensor, pan: tuple[int, int], frames: int = 8) -> tuple[float, float]:
+    """(stylized, input) flicker of a clip panned over ``photo`` (3, H, W) by ``pan`` px per frame, noise added."""
+    clip = pan_clip(photo, frames, pan)
+    return warped_difference(stylizer.stylize_tensor(clip), pan), warped_difference(clip, pan)
+
+
+def video_flicker(path: Path, names: list[str], stylizers: list, size: int) -> list[Row]:
+    """Each model's frame-to-frame difference on a real video (no motion compensation), input's alongside."""
+    from fststyle.video import read_frames
+
+    frames = torch.from_numpy(read_frames(path, size)).permute(0, 3, 1, 2).float() / 255
+    nan = float("nan")
+    rows = []
+    for name, stylizer in zip(names, stylizers):
+        start = time.perf_counter()
+        stylized = torch.cat([stylizer.stylize_tensor(f[None]) for f in frames])
+        seconds = (time.perf_counter() - start) / len(frames)
+        rows.append(Row(name, path.name, nan, nan, nan, seconds, consecutive_difference(stylized), consecutive_difference(frames)))
+    return rows
+
+
 def means(rows: list[Row], names: list[str]) -> list[Row]:
     summary = []
+    keys = ("style", "content", "photo_style", "seconds", "flicker", "input_flicker")
     for name in names:
-        mine = [r for r in rows if r.model == name]
-        avg = {k: sum(getattr(r, k) for r in mine) / len(mine) for k in ("style", "content", "photo_style", "seconds")}
+        mine = [r for r in rows if r.model == name and r.style == r.style]  # photos (a video row has no distances)
+        avg = {k: sum(getattr(r, k) for r in mine) / len(mine) for k in keys}
         summary.append(Row(name, "(mean)", **avg))
     return summary
 
 
 def print_table(rows: list[Row], file=None) -> None:
     file = file or sys.stdout
-    print(f"{'model':<24} {'photo':<28} {'style':>7} {'content':>8} {'photo→style':>12} {'ratio':>6} {'s/image':>8}", file=file)
+    flicker = any(r.flicker == r.flicker for r in rows)  # not all NaN
+    extra = f" {'flicker':>8} {'input':>6}" if flicker else ""
+    print(f"{'model':<24} {'photo':<28} {'style':>7} {'content':>8} {'photo→style':>12} {'ratio':>6} {'s/image':>8}{extra}", file=file)
     for r in rows:
         ratio = r.style / r.photo_style if r.photo_style else float("nan")
-        print(f"{r.model:<24} {r.photo:<28} {r.style:7.3f} {r.content:8.3f} {r.photo_style:12.3f} {ratio:6.2f} {r.seconds:8.3f}", file=file)
+        extra = f" {r.flicker:8.2f} {r.input_flicker:6.2f}" if flicker else ""
+        print(f"{r.model:<24} {r.photo:<28} {r.style:7.3f} {r.content:8.3f} {r.photo_style:12.3f} {ratio:6.2f} {r.seconds:8.3f}{extra}", file=file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,10 +222,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style-image", help="one style image for every model")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cell", type=int, default=CELL, help="height of each picture in the grid, in pixels")
+    parser.add_argument("--flicker", action="store_true", help="also measure flicker on a clip panned over each photo")
+    parser.add_argument("--pan", default="1,2", help="that clip's motion, DY,DX pixels per frame (default 1,2: below the stride of 4)")
+    parser.add_argument("--video", help="also measure frame-to-frame flicker on this video file")
     args = parser.parse_args(argv)
     try:
+        pan = tuple(int(v) for v in args.pan.split(","))
+        if len(pan) != 2 or min(pan) < 0:
+            raise ValueError
+    except ValueError:
+        print(f"error: --pan must be DY,DX (whole pixels >= 0), got {args.pan!r}", file=sys.stderr)
+        return 2
+    try:
         rows = evaluate(
-            args.models, args.photos, args.out, args.size, args.weights, args.styles, args.style_image, args.device, args.cell
+            args.models, args.photos, args.out, args.size, args.weights, args.styles, args.style_image, args.device, args.cell,
+            args.flicker, pan, args.video,
         )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

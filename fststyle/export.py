@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 import fststyle
 from fststyle.errors import UserError
+from fststyle.multistyle import style_mix, style_names
 from fststyle.transformer import TransformerConfig, TransformerNet
 
 FORMAT = "fststyle.transformer/1"
@@ -49,6 +50,8 @@ def export_transformer(
         "config": json.dumps(config or {}, default=str),
         "training": json.dumps(training or {}, default=str),
     }
+    if transformer.config.styles > 1:  # which row of the norm tables is which style
+        metadata["styles"] = json.dumps([{k: s.get(k) for k in ("name", "image", "sha256")} for s in style["styles"]])
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in transformer.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
@@ -103,8 +106,30 @@ def read_lightning_checkpoint(path: Path) -> tuple[dict, dict]:
     return ckpt["hyper_parameters"], ckpt["state_dict"]
 
 
-def load_transformer(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
-    """A network and its metadata from an exported ``.safetensors`` file or a Lightning ``.ckpt``."""
+def load_transformer(path: str | Path, style: str | dict | None = None) -> tuple[TransformerNet, dict[str, Any]]:
+    """A one-style network and its metadata from an exported ``.safetensors`` file or a Lightning ``.ckpt``.
+
+    A multi-style file gives the network of ``style`` (a name, or a {name: weight} blend); it must be set.
+    """
+    net, meta = load_network(path)
+    if net.config.styles == 1:
+        if isinstance(style, dict) and len(style) > 1:
+            raise UserError(f"{path} paints one style ({meta.get('style')}): style_mix needs a multi-style file")
+        return net, meta
+    names = style_names(meta)
+    if style is None:
+        raise UserError(f"{path} carries {len(names)} styles: pick one with style=NAME or blend with "
+                        f"style_mix={{NAME: WEIGHT, ...}}; its styles: {', '.join(names)}")
+    mix, label = style_mix(style, names, path)
+    styles = json.loads(meta["styles"]) if isinstance(meta.get("styles"), str) else meta["styles"]
+    picked = styles[names.index(label)] if label in names else {}  # a blend has no one style image
+    meta = {**meta, "style": label, "multi_style": meta.get("style"),
+            "style_image": picked.get("image") or "", "style_sha256": picked.get("sha256") or ""}
+    return net.single(mix).eval(), meta
+
+
+def load_network(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
+    """The network as stored (multi-style ones with their norm tables) and its metadata."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"ckpt: no such file {str(path)!r}")
@@ -112,11 +137,13 @@ def load_transformer(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
         hparams, state = read_lightning_checkpoint(path)
         state = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
         style = hparams.get("style", {})
+        architecture = {**hparams["model"], "styles": len(style.get("styles") or [None])}
         meta = {
             "format": FORMAT, "style": style.get("name", ""), "style_image": style.get("image", ""),
-            "style_sha256": style.get("sha256") or "", "architecture": hparams["model"],
+            "style_sha256": style.get("sha256") or "", "architecture": architecture,
+            "styles": style.get("styles") or [],
         }
-        return _rebuild(hparams["model"], state, path), meta
+        return _rebuild(architecture, state, path), meta
     try:
         from safetensors import safe_open
 
@@ -136,7 +163,7 @@ def export_checkpoint(ckpt: str | Path, export_dir: str | Path) -> Path:
     """Export the transformer of a Lightning training checkpoint as ``<export_dir>/<style>.safetensors``."""
     ckpt = Path(ckpt)
     hparams, _ = read_lightning_checkpoint(ckpt)
-    net, meta = load_transformer(ckpt)
+    net, meta = load_network(ckpt)
     style = hparams.get("style", {})
     return export_transformer(net, Path(export_dir) / f"{style.get('name') or 'style'}.safetensors", style, hparams.get("config"))
 

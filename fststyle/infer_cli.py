@@ -43,8 +43,9 @@ def run(cfg: DictConfig) -> Path:
         zoo.main()
         return Path(zoo.ZOO_DIR)
     ckpt, _ = zoo.resolve_model(str(cfg.ckpt))
+    style = style_choice(cfg, ckpt)
     if cfg.get("export"):
-        return export(cfg, ckpt)
+        return export(cfg, ckpt, style)
 
     src, dst = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()
     if not src.exists():
@@ -56,8 +57,44 @@ def run(cfg: DictConfig) -> Path:
             dst = dst / src.name
         jobs = [(src, dst)]
     check_outputs(jobs, dst if src.is_dir() else dst.parent, bool(cfg.overwrite))
-    engine = Engine(cfg, ckpt)
+    engine = Engine(cfg, ckpt, style)
     return stylize_all(jobs, engine, cfg, show_progress=src.is_dir() or is_video(src))
+
+
+def style_choice(cfg: DictConfig, ckpt: Path) -> str | dict | None:
+    """What a multi-style file paints: ``style_mix=`` (a blend), else ``style=NAME``; None for a one-style file."""
+    from fststyle.multistyle import read_metadata, style_names
+
+    mix = cfg.get("style_mix")
+    if ckpt.suffix == ".safetensors":
+        names = style_names(read_metadata(ckpt))
+    elif ckpt.suffix == ".ckpt":
+        from fststyle.export import read_lightning_checkpoint
+
+        names = [s["name"] for s in read_lightning_checkpoint(ckpt)[0].get("style", {}).get("styles") or []]
+    else:
+        names = []
+    if not names:
+        if mix:
+            raise UserError(f"style_mix needs a multi-style file; {ckpt} paints one style")
+        return None
+    if mix:
+        if not OmegaConf.is_dict(mix):
+            raise UserError(f'style_mix must be a mapping like "{{{names[0]}: 0.7, {names[-1]}: 0.3}}", got {mix!r}')
+        return {str(k): v for k, v in OmegaConf.to_container(mix).items()}
+    if not style_given(cfg):
+        raise UserError(f"{ckpt.name} carries {len(names)} styles: pick one with style=NAME or blend them with "
+                        f'style_mix="{{{names[0]}: 0.5, {names[-1]}: 0.5}}"; its styles: {", ".join(names)}')
+    return str(cfg.style.name)
+
+
+def style_given(cfg: DictConfig) -> bool:
+    """Whether the command line chose a style (infer.yaml's default style group is there for method=optimize)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return True  # composed in code: the caller's style is meant
+    return any(o.split("=", 1)[0].lstrip("+~") in ("style", "style.name") for o in HydraConfig.get().overrides.task)
 
 
 def is_video(path: Path) -> bool:
@@ -102,8 +139,8 @@ class Engine:
     through PyTorch's tiling.
     """
 
-    def __init__(self, cfg: DictConfig, ckpt: Path):
-        self.cfg, self.ckpt = cfg, ckpt
+    def __init__(self, cfg: DictConfig, ckpt: Path, style: str | dict | None = None):
+        self.cfg, self.ckpt, self.style = cfg, ckpt, style  # style: of a multi-style file (style_choice)
         backend = cfg.get("backend", "auto")
         if backend not in BACKENDS:
             raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -163,9 +200,9 @@ class Engine:
             cfg = self.cfg
             options = {"preserve_color": cfg.preserve_color, "strength": float(cfg.strength)}
             if self.backend == "openvino":
-                self._runtime = OpenVinoStylizer.from_checkpoint(self.ckpt, precision=self.precision, **options)
+                self._runtime = OpenVinoStylizer.from_checkpoint(self.ckpt, self.style, precision=self.precision, **options)
             else:
-                self._runtime = OnnxStylizer.from_checkpoint(self.ckpt, **options)
+                self._runtime = OnnxStylizer.from_checkpoint(self.ckpt, self.style, **options)
         return self._runtime
 
     def torch(self):
@@ -174,7 +211,7 @@ class Engine:
 
             cfg = self.cfg
             self._torch = Stylizer.from_checkpoint(
-                self.ckpt, device=cfg.device, precision=self.precision, tile=self.tile, overlap=cfg.overlap,
+                self.ckpt, device=cfg.device, style=self.style, precision=self.precision, tile=self.tile, overlap=cfg.overlap,
                 tile_stats=cfg.tile_stats, preserve_color=cfg.preserve_color, strength=float(cfg.strength),
             )
         return self._torch
@@ -295,7 +332,7 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
     return Path(cfg.output)
 
 
-def export(cfg: DictConfig, ckpt: Path) -> Path:
+def export(cfg: DictConfig, ckpt: Path, style: str | dict | None = None) -> Path:
     """``export=onnx|torchscript output=FILE``: the network for deployment."""
     from fststyle.deploy import export_onnx, export_torchscript
 
@@ -307,6 +344,6 @@ def export(cfg: DictConfig, ckpt: Path) -> Path:
     if dst.is_dir():
         dst = dst / (ckpt.stem + EXPORTS[cfg.export])
     check_outputs([(ckpt, dst)], dst.parent, bool(cfg.overwrite))
-    (export_onnx if cfg.export == "onnx" else export_torchscript)(ckpt, dst)
+    (export_onnx if cfg.export == "onnx" else export_torchscript)(ckpt, dst, style)
     print(f"wrote {dst}")
     return dst

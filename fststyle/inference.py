@@ -97,8 +97,11 @@ class Stylizer:
         self.preserve_color, self.strength = preserve_color, strength
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **options) -> "Stylizer":
-        net, meta = load_transformer(path)
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", style: str | dict | None = None, **options
+    ) -> "Stylizer":
+        """``style``: which style (or {name: weight} blend) of a multi-style file."""
+        net, meta = load_transformer(path, style)
         return cls(net, meta, device, **options)
 
     @torch.inference_mode()

@@ -44,15 +44,20 @@ def content_loss(output: torch.Tensor, target: torch.Tensor, normalization: str 
     return F.mse_loss(output.float(), target.float())
 
 
-def style_loss(output_stat: torch.Tensor, target_stat: torch.Tensor, normalization: str = "mse") -> torch.Tensor:
+def style_loss(
+    output_stat: torch.Tensor, target_stat: torch.Tensor, normalization: str = "mse", weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """MSE between style statistics; a single target (1, C, C) broadcasts over the batch.
 
     ``paper``: Gatys et al. eq. 4, 1/(4N²M²)Σ(G - A)² with raw Grams G = FFᵀ; our Grams are
     already divided by N*M, so that is ¼Σ(g - a)², averaged over the batch.
+    ``weights`` (N,): each image's own style weight (a multi-style batch), applied before the batch mean.
     """
-    if normalization == "paper":
-        return 0.25 * (output_stat - target_stat).pow(2).sum() / output_stat.shape[0]
-    return F.mse_loss(output_stat, target_stat.expand_as(output_stat))
+    diff = (output_stat - target_stat).pow(2)
+    per_image = 0.25 * diff.sum(dim=(1, 2)) if normalization == "paper" else diff.mean(dim=(1, 2))
+    if weights is not None:
+        per_image = per_image * weights
+    return per_image.mean()
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
@@ -62,10 +67,11 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 
 
 class PerceptualLoss(nn.Module):
-    """Content + style + TV against one style image, on a shared frozen ``LossNetwork``.
+    """Content + style + TV against one style image (or ``styles`` of them), on a shared frozen ``LossNetwork``.
 
     Style targets are computed once (``set_style``) and kept as buffers, so they travel with
-    the module to any device and into checkpoints.
+    the module to any device and into checkpoints. With several styles each image of a batch is
+    measured against its own style's targets and weight (``style_index``).
     """
 
     def __init__(
@@ -78,6 +84,8 @@ class PerceptualLoss(nn.Module):
         tv_weight: float = 0.0,
         style_target: str = "gram",
         normalization: str = "mse",
+        styles: int = 1,
+        style_weights: list[float] | None = None,
     ):
         super().__init__()
         if style_target not in STYLE_STATISTICS:
@@ -94,15 +102,17 @@ class PerceptualLoss(nn.Module):
         # Shapes are known up front, so a checkpoint loads into a fresh module before set_style().
         for name in self.style_layers:
             c = network.channels(name)
-            self.register_buffer(f"style_{name}", torch.zeros(1, c, c if style_target == "gram" else 1))
+            self.register_buffer(f"style_{name}", torch.zeros(styles, c, c if style_target == "gram" else 1))
         self.register_buffer("style_ready", torch.tensor(False))
+        # per style, relative to style_weight (config, not state: old checkpoints load unchanged)
+        self.register_buffer("style_weights", torch.tensor(style_weights or [1.0] * styles), persistent=False)
 
     @torch.no_grad()
-    def set_style(self, style_image: torch.Tensor) -> None:
-        """Compute and store the style statistics of an RGB [0, 1] (1, 3, H, W) image."""
+    def set_style(self, style_image: torch.Tensor, index: int = 0) -> None:
+        """Compute and store the style statistics of an RGB [0, 1] (1, 3, H, W) image (as style ``index``)."""
         feats = self.network(style_image, self.style_layers)
         for name in self.style_layers:
-            getattr(self, f"style_{name}").copy_(self.statistic(feats[name]))
+            getattr(self, f"style_{name}")[index].copy_(self.statistic(feats[name])[0])
         self.style_ready.fill_(True)
 
     def style_targets(self) -> dict[str, torch.Tensor]:
@@ -118,8 +128,12 @@ class PerceptualLoss(nn.Module):
         output: torch.Tensor,
         content: torch.Tensor | None = None,
         content_targets: Mapping[str, torch.Tensor] | None = None,
+        style_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Weighted losses of ``output``; pass the content image or its precomputed features."""
+        """Weighted losses of ``output``; pass the content image or its precomputed features.
+
+        ``style_index`` (N,): which style each image is measured against (style 0 for all when None).
+        """
         if content_targets is None:
             if content is None:
                 raise ValueError("need content or content_targets")
@@ -130,7 +144,15 @@ class PerceptualLoss(nn.Module):
         targets = self.style_targets()
         if not self.style_ready:
             raise RuntimeError("PerceptualLoss.set_style() was never called")
-        s = sum(w * style_loss(self.statistic(feats[name]), targets[name], norm) for name, w in self.style_layers.items())
+        if style_index is not None:
+            targets = {name: t[style_index] for name, t in targets.items()}
+            weights = self.style_weights[style_index]
+        else:
+            targets = {name: t[:1] for name, t in targets.items()}
+            weights = None if len(self.style_weights) == 1 else self.style_weights[:1]
+        s = sum(
+            w * style_loss(self.statistic(feats[name]), targets[name], norm, weights) for name, w in self.style_layers.items()
+        )
         tv = total_variation(output)
         content_term = self.content_weight * c
         style_term = self.style_weight * s
@@ -144,7 +166,9 @@ class PerceptualLoss(nn.Module):
 
 
 def build_loss(loss: Mapping, style: Mapping) -> "PerceptualLoss":
-    """The perceptual loss of a ``loss`` config group, with ``style['weight']`` on the style term."""
+    """The perceptual loss of a ``loss`` config group, with ``style['weight']`` on the style term
+    (a multi-style config: each of ``style['styles']`` with its own weight)."""
+    styles = style.get("styles") or [style]
     network = LossNetwork(
         network=loss["network"],
         weights=str(loss["weights"]),
@@ -157,9 +181,11 @@ def build_loss(loss: Mapping, style: Mapping) -> "PerceptualLoss":
         content_layers=loss["content_layers"],
         style_layers=loss["style_layers"],
         content_weight=loss["content_weight"],
-        style_weight=style["weight"],
+        style_weight=1.0 if len(styles) > 1 else style["weight"],
         tv_weight=loss["tv_weight"],
         style_target=loss.get("style_target", "gram"),
         normalization=loss.get("normalization", "mse"),
+        styles=len(styles),
+        style_weights=[float(s.get("weight", 1.0)) for s in styles] if len(styles) > 1 else None,
     )
 

@@ -13,6 +13,7 @@ from torchvision.utils import make_grid, save_image
 from fststyle.errors import UserError
 from fststyle.losses import build_loss
 from fststyle.quality import STYLE_SIZE, QualityMeter
+from fststyle.stability import stability_loss
 from fststyle.style import checksum_for, load_style
 from fststyle.transformer import TransformerConfig, TransformerNet
 
@@ -30,12 +31,23 @@ class StyleTransferModule(pl.LightningModule):
     """Hyper-parameters are plain dicts (the Hydra config groups), so checkpoints load weights-only."""
 
     def __init__(
-        self, model: dict, loss: dict, style: dict, optim: dict, config: dict | None = None, speed: dict | None = None
+        self, model: dict, loss: dict, style: dict, optim: dict, config: dict | None = None, speed: dict | None = None,
+        norms_only: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.transformer = TransformerNet(TransformerConfig(**model))
+        # a multi-style config (conf/style/multi.yaml, expanded by fststyle.style.expand_styles) lists its styles
+        self.styles = style.get("styles") or [style]
+        trained = style.get("train") or [s["name"] for s in self.styles]
+        self.trained = [i for i, s in enumerate(self.styles) if s["name"] in trained]  # indices this run trains
+        self.transformer = TransformerNet(TransformerConfig(**{**model, "styles": len(self.styles)}))
         self.loss = build_loss(loss, style)
+        self.norms_only = norms_only  # init_from: train only the norm tables (Dumoulin et al.'s new-style fit)
+        if norms_only:
+            frozen = {id(p) for p in self.transformer.norm_parameters()}
+            for param in self.transformer.parameters():
+                param.requires_grad_(id(param) in frozen)
+        self.stability = {k: loss.get(f"stability_{k}", d) for k, d in (("weight", 0.0), ("noise", 0.02), ("shift", 3))}
         self.style = style
         self.optim = optim
         self.speed = {**SPEED_DEFAULTS, **(speed or {})}
@@ -48,8 +60,9 @@ class StyleTransferModule(pl.LightningModule):
     # -- style target: computed once per process from the style image ------------------------
     def setup(self, stage: str) -> None:
         if stage == "fit" and not bool(self.loss.style_ready):
-            image = load_style(self.style["image"], checksum_for(self.style), self.style.get("size"))
-            self.loss.set_style(image.to(self.device))
+            for i in self.trained:
+                style = self.styles[i]
+                self.loss.set_style(load_style(style["image"], checksum_for(style), style.get("size")).to(self.device), i)
         if stage == "fit" and self.quality is None:
             self.quality = self.quality_meter()
         if stage == "fit" and self.device.type == "cpu" and str(self.trainer.precision).startswith("bf16"):
@@ -61,7 +74,10 @@ class StyleTransferModule(pl.LightningModule):
             self.compiled = True
 
     def quality_meter(self) -> QualityMeter | None:
-        """fststyle.quality's measure on the loss's own VGG, when that is a VGG16 reaching relu4_3."""
+        """fststyle.quality's measure on the loss's own VGG, when that is a VGG16 reaching relu4_3 (one style only)."""
+        if self.multi:
+            log.info("no style/content distances in validation of a multi-style network: python -m fststyle.evaluate measures each style")
+            return None
         image = load_style(self.style["image"], checksum_for(self.style), STYLE_SIZE).to(self.device)
         try:
             return QualityMeter(self.loss.network, image)
@@ -80,9 +96,23 @@ class StyleTransferModule(pl.LightningModule):
         for key, value in self.loss.network.state_dict(prefix="loss.network.").items():
             state.setdefault(key, value)
 
+    @property
+    def multi(self) -> bool:
+        return len(self.styles) > 1
+
     # -- steps ------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.transformer(images)
+
+    def pick_styles(self, batch_size: int, random: bool = True) -> torch.Tensor | None:
+        """Multi-style: a style index per image (random in training, in turn in validation), set on the network."""
+        if not self.multi:
+            return None
+        choices = torch.tensor(self.trained, device=self.device)
+        picks = torch.randint(len(choices), (batch_size,), device=self.device) if random else torch.arange(batch_size, device=self.device) % len(choices)
+        index = choices[picks]
+        self.transformer.select(index)
+        return index
 
     @staticmethod
     def to_float(batch: torch.Tensor) -> torch.Tensor:
@@ -95,30 +125,49 @@ class StyleTransferModule(pl.LightningModule):
             return output, content
         return output.contiguous(memory_format=torch.channels_last), content.contiguous(memory_format=torch.channels_last)
 
-    def step_losses(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+    def step_losses(self, content: torch.Tensor, style_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The training step's losses on a [0, 1] batch (also what the speed benchmark and its quality test time)."""
-        return self.loss(*self.loss_layout(self.transformer(content), content))
+        output = self.transformer(content)
+        losses = self.loss(*self.loss_layout(output, content), style_index=style_index)
+        if self.stability["weight"] > 0:  # Gupta et al.: the same picture shifted and noisy paints the same
+            term = self.stability["weight"] * stability_loss(
+                self.transformer, content, output, self.stability["noise"], int(self.stability["shift"])
+            )
+            losses["stability"] = term
+            losses["total"] = losses["total"] + term
+        return losses
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        losses = self.step_losses(self.to_float(batch))
+        losses = self.step_losses(self.to_float(batch), self.pick_styles(len(batch)))
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False)
         self.log("loss", losses["total"], prog_bar=True, logger=False)
         return losses["total"]
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         content = self.to_float(batch)
+        index = self.pick_styles(len(content), random=False)
         output = self.transformer(content)
-        losses = self.loss(output, content)
+        losses = self.loss(output, content, style_index=index)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
         if self.quality is not None:
             distances = self.quality(output, content)
             self.log_dict({f"val/{k}_distance": v.mean() for k, v in distances.items()}, sync_dist=True)
         if batch_idx == 0 and self.trainer.is_global_zero:
-            self.log_samples(content, output)
+            self.log_samples(content, *self.stylize_each(content, output))
 
-    def log_samples(self, content: torch.Tensor, output: torch.Tensor) -> None:
-        """A grid with content images on top and their stylizations below, to disk and to wandb."""
-        grid = make_grid(torch.cat([content, output.float()]).clamp(0, 1).cpu(), nrow=len(content), padding=2)
+    def stylize_each(self, content: torch.Tensor, output: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The batch in every trained style (a row each in the sample grid); ``output`` is the one-style result."""
+        if not self.multi:
+            return [self.transformer(content) if output is None else output]
+        rows = []
+        for i in self.trained:
+            self.transformer.select(i)
+            rows.append(self.transformer(content))
+        return rows
+
+    def log_samples(self, content: torch.Tensor, *outputs: torch.Tensor) -> None:
+        """A grid with content images on top and their stylizations below (a row per style), to disk and to wandb."""
+        grid = make_grid(torch.cat([content, *(o.float() for o in outputs)]).clamp(0, 1).cpu(), nrow=len(content), padding=2)
         folder = Path(self.trainer.default_root_dir) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         save_image(grid, folder / f"step_{self.global_step:07d}.jpg")
@@ -133,11 +182,12 @@ class StyleTransferModule(pl.LightningModule):
         if datamodule is None or getattr(datamodule, "val_set", None) is None:
             return
         content = self.to_float(next(iter(datamodule.val_dataloader())).to(self.device))
-        self.log_samples(content, self.transformer(content))
+        self.log_samples(content, *self.stylize_each(content))
 
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.transformer.parameters(), lr=self.optim["lr"])
+        params = self.transformer.norm_parameters() if self.norms_only else self.transformer.parameters()
+        optimizer = torch.optim.Adam(params, lr=self.optim["lr"])
         schedule = self.optim.get("schedule", "constant")
         total = max(1, int(self.trainer.max_steps)) if self.trainer and self.trainer.max_steps > 0 else 1
         final = self.optim.get("final_lr_fraction", 0.1)

@@ -60,3 +60,39 @@ def checksum_for(style) -> str | None:
 
 def load_style(image: str, sha256: str | None = None, size: int | None = None) -> torch.Tensor:
     return load_image(resolve_image(image, sha256), size)
+
+
+def expand_styles(style: dict, config_dir: Path) -> dict:
+    """A multi-style config (conf/style/multi.yaml) with ``styles``: one entry per name of ``style.names``,
+    each its ``conf/style/<name>.yaml`` (image, sha256, size, weight), ``style.images`` replacing the images
+    and a non-null ``style.size``/``style.weight`` replacing every style's."""
+    from omegaconf import OmegaConf
+
+    names = [str(n) for n in style.get("names") or []]
+    images = style.get("images")
+    if not names:
+        raise UserError("style=multi needs style.names=[NAME,...]: the conf/style/ entries to train together")
+    if len(set(names)) != len(names):
+        raise UserError(f"style.names lists a style twice: {names}")
+    if images is not None and len(images) != len(names):
+        raise UserError(f"style.images has {len(images)} images for {len(names)} style.names")
+    available = sorted(p.stem for p in (config_dir / "style").glob("*.yaml") if p.stem not in ("multi", "custom"))
+    styles = []
+    for i, name in enumerate(names):
+        path = config_dir / "style" / f"{name}.yaml"
+        if name in ("multi", "custom") or not path.is_file():
+            if images is None:
+                raise UserError(f"style.names: no style {name!r} (available: {', '.join(available)}); "
+                                "a picture of your own needs style.images=[...] too")
+            path = config_dir / "style" / "custom.yaml"
+        entry = OmegaConf.load(path)
+        if images is not None:
+            entry.image = str(images[i])
+        entry.name = name
+        entry = OmegaConf.to_container(entry, resolve=True)
+        entry["sha256"] = checksum_for(entry)
+        for key in ("size", "weight"):
+            if style.get(key) is not None:
+                entry[key] = style[key]
+        styles.append({k: entry.get(k) for k in ("name", "image", "sha256", "size", "weight")})
+    return {**style, "styles": styles}

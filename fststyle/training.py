@@ -1,6 +1,8 @@
 """Build everything from the Hydra config and run Lightning's fit; export the style at the end."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -13,13 +15,14 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fststyle.cache import sha256_of
+from fststyle.cli import config_dir
 from fststyle.distributed import check_launch, scaled_optim
 from fststyle.errors import UserError
-from fststyle.export import check_replaceable, export_transformer
+from fststyle.export import check_replaceable, export_transformer, load_network
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
 from fststyle.module import StyleTransferModule
 from fststyle.sharding import StreamEpoch
-from fststyle.style import checksum_for, resolve_image
+from fststyle.style import checksum_for, expand_styles, resolve_image
 from fststyle.safety import (
     EXIT_PREEMPTED,
     AtomicCheckpointIO,
@@ -141,6 +144,44 @@ def trainer_precision(cfg: DictConfig) -> str:
     return LIGHTNING_PRECISION[resolve_precision(str(cfg.get("precision", "auto")), accelerator)]
 
 
+def style_digest(style: dict) -> tuple[str, str]:
+    """(sha256, description) of the style picture(s) an export is made from; a multi-style file's digest covers
+    every style in order (one recorded in an init_from file is taken from there)."""
+    if not style.get("styles"):
+        return sha256_of(resolve_image(style["image"], checksum_for(style))), str(style["image"])
+    trained = set(style.get("train") or [s["name"] for s in style["styles"]])
+    for entry in style["styles"]:
+        if entry["name"] in trained or not entry.get("sha256"):
+            entry["sha256"] = sha256_of(resolve_image(entry["image"], checksum_for(entry)))
+    digest = hashlib.sha256("\n".join(f"{s['name']}:{s['sha256']}" for s in style["styles"]).encode()).hexdigest()
+    return digest, "styles " + ", ".join(s["name"] for s in style["styles"])
+
+
+def add_to(base, style: dict) -> dict:
+    """``init_from=FILE``: the file's styles first (their norm tables kept), then the new names; only ``style.names`` train."""
+    net, meta = base
+    known = json.loads(meta["styles"]) if isinstance(meta.get("styles"), str) else meta.get("styles") or []
+    if not known:  # a one-style file: its style is row 0
+        known = [{"name": meta.get("style") or "style", "image": meta.get("style_image"), "sha256": meta.get("style_sha256")}]
+    names = [s["name"] for s in known]
+    fresh = [s for s in style["styles"] if s["name"] not in names]
+    return {**style, "styles": known + fresh, "train": [s["name"] for s in style["styles"]]}
+
+
+def start_from(transformer, base) -> None:
+    """Copy ``base``'s shared weights and its styles' norm rows; a new style's rows start at the mean of the old ones."""
+    import torch
+
+    state = transformer.state_dict()
+    for key, value in base.state_dict().items():
+        if state[key].shape == value.shape:
+            state[key] = value
+        else:  # a norm table: (styles, C) here, (C,) or (old styles, C) there
+            old = value.reshape(-1, value.shape[-1])
+            state[key] = torch.cat([old, old.mean(0, keepdim=True).expand(len(state[key]) - len(old), -1)])
+    transformer.load_state_dict(state)
+
+
 def train(cfg: DictConfig) -> Path | None:
     """Train one style; returns the exported file."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -151,13 +192,23 @@ def train(cfg: DictConfig) -> Path | None:
     if ckpt_path:
         check_resumable(ckpt_path, config["model"])
 
+    base = None
+    if config["style"].get("names") is not None:  # style=multi: many styles in one network
+        config["style"] = expand_styles(config["style"], config_dir())
+        if cfg.get("init_from"):
+            base = load_network(Path(cfg.init_from).expanduser())
+            config["style"] = add_to(base, config["style"])
+    elif cfg.get("init_from"):
+        raise UserError("init_from=FILE adds styles to a trained network: use it with style=multi style.names=[NEW,...]")
+    style_sha256, style_image = style_digest(config["style"])
+    check_replaceable(Path(cfg.export_dir) / f"{config['style']['name']}.safetensors", style_sha256, style_image, cfg.get("overwrite", False))
     datamodule = instantiate(cfg.data)
     module = StyleTransferModule(
         model=config["model"], loss=config["loss"], style=config["style"], optim=config["optim"], config=config,
-        speed=config.get("speed"),
+        speed=config.get("speed"), norms_only=base is not None,
     )
-    style_sha256 = sha256_of(resolve_image(cfg.style.image, checksum_for(cfg.style)))
-    check_replaceable(Path(cfg.export_dir) / f"{cfg.style.name}.safetensors", style_sha256, str(cfg.style.image), cfg.get("overwrite", False))
+    if base is not None and not ckpt_path:
+        start_from(module.transformer, base[0])
     export = ExportStyle(cfg.export_dir, config, style_sha256, log_model=bool((cfg.get("logger") or {}).get("log_model", False)))
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,

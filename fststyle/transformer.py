@@ -7,6 +7,12 @@ exported net needs no clamp. The 1/10 keeps the first Adam steps (every weight m
 from swinging the output into saturation: without it the style loss jumps ~14x on step 1 and
 takes hundreds of steps to recover; with it, it falls from the first step (measured, 128 px
 starry_night, 30 steps: style loss 10.1e6 vs 2.1e6 at the end).
+
+With ``styles > 1`` every instance norm is a :class:`ConditionalInstanceNorm2d` (Dumoulin et al.,
+"A Learned Representation for Artistic Style", 2017): the convolutions are shared and each style owns
+only the norms' scale and shift, 3,200 numbers per style (0.2% of the network).
+:meth:`TransformerNet.single` turns a blend of styles back into a plain network, so inference, tiling
+and the ONNX/OpenVINO graphs never see the multi-style form.
 """
 from __future__ import annotations
 
@@ -24,27 +30,59 @@ class TransformerConfig:
     base_channels: int = 32          # c9s1-32; d64/d128 double it
     residual_blocks: int = 5
     upsample: str = "nearest"       # "nearest" (resize + conv, no checkerboard) or "transpose"
+    styles: int = 1                  # > 1: conditional instance norm, one scale/shift per style
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+class ConditionalInstanceNorm2d(nn.Module):
+    """Instance norm whose scale and shift are rows of (styles, C) tables, mixed per image by ``mix``.
+
+    ``mix`` is (N or 1, styles): one-hot rows select a style, other convex rows blend styles (the
+    paper's interpolation of the norm parameters). Set it with :meth:`TransformerNet.select`.
+    Parameter names and the state-dict keys are InstanceNorm2d's; only their shapes gain a row per style.
+    """
+
+    def __init__(self, channels: int, styles: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(styles, channels))
+        self.bias = nn.Parameter(torch.zeros(styles, channels))
+        self.mix: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mix is None:
+            raise RuntimeError("a multi-style network needs TransformerNet.select(style) before it runs")
+        mix = self.mix.to(self.weight.dtype)
+        scale, shift = (mix @ self.weight)[:, :, None, None], (mix @ self.bias)[:, :, None, None]
+        return F.instance_norm(x, eps=self.eps) * scale.to(x.dtype) + shift.to(x.dtype)
+
+
+def instance_norm(channels: int, styles: int) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=True) if styles == 1 else ConditionalInstanceNorm2d(channels, styles)
+
+
 class ConvLayer(nn.Sequential):
     """Reflection pad, conv, optional instance norm and ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True):
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True, styles: int = 1
+    ):
         layers: list[nn.Module] = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride)]
         if norm:
-            layers.append(nn.InstanceNorm2d(cout, affine=True))
+            layers.append(instance_norm(cout, styles))
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, styles: int = 1):
         super().__init__()
-        self.body = nn.Sequential(ConvLayer(channels, channels, 3), ConvLayer(channels, channels, 3, relu=False))
+        self.body = nn.Sequential(
+            ConvLayer(channels, channels, 3, styles=styles), ConvLayer(channels, channels, 3, relu=False, styles=styles)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -53,17 +91,17 @@ class ResidualBlock(nn.Module):
 class Upsample(nn.Module):
     """x2 up-sampling: nearest resize + conv (default) or a fractionally strided conv."""
 
-    def __init__(self, cin: int, cout: int, mode: str):
+    def __init__(self, cin: int, cout: int, mode: str, styles: int = 1):
         super().__init__()
         if mode not in ("nearest", "transpose"):
             raise UserError(f"model.upsample must be 'nearest' or 'transpose', got {mode!r}")
         self.mode = mode
         if mode == "nearest":
-            self.conv = ConvLayer(cin, cout, 3)
+            self.conv = ConvLayer(cin, cout, 3, styles=styles)
         else:
             self.conv = nn.Sequential(
                 nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
-                nn.InstanceNorm2d(cout, affine=True),
+                instance_norm(cout, styles),
                 nn.ReLU(inplace=True),
             )
 
@@ -77,14 +115,45 @@ class TransformerNet(nn.Module):
     def __init__(self, config: TransformerConfig | None = None):
         super().__init__()
         self.config = config = config or TransformerConfig()
-        c = config.base_channels
-        self.encoder = nn.Sequential(ConvLayer(3, c, 9), ConvLayer(c, 2 * c, 3, 2), ConvLayer(2 * c, 4 * c, 3, 2))
-        self.residuals = nn.Sequential(*[ResidualBlock(4 * c) for _ in range(config.residual_blocks)])
+        c, s = config.base_channels, config.styles
+        if s < 1:
+            raise UserError(f"a transformer needs at least one style, got styles={s}")
+        self.encoder = nn.Sequential(
+            ConvLayer(3, c, 9, styles=s), ConvLayer(c, 2 * c, 3, 2, styles=s), ConvLayer(2 * c, 4 * c, 3, 2, styles=s)
+        )
+        self.residuals = nn.Sequential(*[ResidualBlock(4 * c, s) for _ in range(config.residual_blocks)])
         self.decoder = nn.Sequential(
-            Upsample(4 * c, 2 * c, config.upsample),
-            Upsample(2 * c, c, config.upsample),
+            Upsample(4 * c, 2 * c, config.upsample, s),
+            Upsample(2 * c, c, config.upsample, s),
             ConvLayer(c, 3, 9, norm=False, relu=False),
         )
+
+    def conditional_norms(self) -> list[ConditionalInstanceNorm2d]:
+        return [m for m in self.modules() if isinstance(m, ConditionalInstanceNorm2d)]
+
+    def norm_parameters(self) -> list[nn.Parameter]:
+        """The instance norms' scales and shifts: all a style owns in a multi-style network."""
+        norms = (nn.InstanceNorm2d, ConditionalInstanceNorm2d)
+        return [p for m in self.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)]
+
+    def select(self, style: torch.Tensor | int) -> None:
+        """Which style the next forward paints: an index, (N,) indices (one per image) or (N or 1, styles) mix rows."""
+        style = torch.as_tensor(style)
+        mix = F.one_hot(style.reshape(-1).long(), self.config.styles).float() if style.ndim <= 1 else style.float()
+        for norm in self.conditional_norms():
+            norm.mix = mix.to(norm.weight.device)
+
+    def single(self, mix: torch.Tensor | list[float]) -> "TransformerNet":
+        """A plain one-style network painting the blend ``mix`` (styles,) of this one's styles (convex weights)."""
+        mix = torch.as_tensor(mix, dtype=torch.float32).reshape(1, -1)
+        net = TransformerNet(TransformerConfig(**{**self.config.to_dict(), "styles": 1}))
+        state = self.state_dict()
+        for name, norm in self.named_modules():
+            if isinstance(norm, ConditionalInstanceNorm2d):
+                state[f"{name}.weight"] = (mix @ norm.weight.detach().float())[0]
+                state[f"{name}.bias"] = (mix @ norm.bias.detach().float())[0]
+        net.load_state_dict(state)
+        return net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

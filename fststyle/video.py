@@ -118,3 +118,23 @@ def stylize_video(
         bar.close()
     tmp.replace(dst)
     return frames
+
+
+def read_frames(src: Path, size: int | None = None, limit: int = 48) -> np.ndarray:
+    """The first ``limit`` frames of a video as (N, H, W, 3) uint8 (the evaluator's flicker measure)."""
+    import av
+
+    try:
+        with av.open(str(src)) as source:
+            if not source.streams.video:
+                raise UserError(f"{src}: no video stream")
+            frames = []
+            for frame in source.decode(video=0):
+                frames.append(_resize(frame, size).to_ndarray(format="rgb24"))
+                if len(frames) >= limit:
+                    break
+    except (av.FFmpegError, OSError) as e:
+        raise UserError(f"cannot read video {str(src)!r}: {e}") from None
+    if len(frames) < 2:
+        raise UserError(f"{src}: fewer than 2 frames")
+    return np.stack(frames)

@@ -86,3 +86,24 @@ def test_real_vgg_photo_is_far_from_the_painting(vgg16_caffe, chicago, starry_ni
     assert meter.content_distance(photo, photo).item() < 1e-6
     assert meter.style_distance(photo).item() > 0.5
     assert meter.style_distance(load_image(starry_night, 256)).item() < 1e-6
+
+
+def test_evaluate_measures_each_style_of_a_multi_style_file_and_flicker(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    photo = tmp_path / "p.png"
+    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(photo)
+    style = tmp_path / "style.png"
+    Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(style)
+    torch.manual_seed(0)
+    multi = TransformerConfig(base_channels=8, residual_blocks=1, styles=2)
+    styles = [{"name": n, "image": str(style)} for n in ("a", "b")]
+    model = export_transformer(TransformerNet(multi), tmp_path / "m.safetensors", {"name": "m", "styles": styles})
+    out = tmp_path / "eval"
+    code = evaluate_main([str(model), "--photos", str(photo), "--out", str(out), "--size", "56", "--weights", "random",
+                          "--flicker", "--pan", "1,3"])
+    assert code == 0
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["m:a", "m:b"]
+    assert all(r["flicker"] > 0 and r["input_flicker"] > 0 for r in rows)  # the clip's noise, at least
+    assert "flicker" in capsys.readouterr().out
+    assert evaluate_main([str(model), "--photos", str(photo), "--pan", "2"]) == 2
