@@ -49,7 +49,7 @@ def main():
 
     sys.path.insert(0, str(ROOT))
     from fststyle.export import export_transformer
-    from fststyle.transformer import TransformerNet
+    from fststyle.nets.transformer import TransformerNet
 
     work = Path(tempfile.mkdtemp(prefix="fststyle-mem-"))
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 
 Baseline = the same network, plain fp32 eager PyTorch, NCHW, batch 1, untiled, under no_grad
 (what pytorch/examples does). Random weights: speed does not depend on them. Every other path
-runs the network's exact faster form (fststyle/rewrite.py); "as trained" rows show the network
+runs the network's exact faster form (fststyle/infer/rewrite.py); "as trained" rows show the network
 without it. Paths are timed round-robin (bench/timing.py), best of --repeats.
 
     python bench/infer_speed.py [--repeats 5] [--layers] [--compile]
@@ -24,11 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fststyle.deploy import OnnxStylizer, OpenVinoStylizer, cached_onnx, installed  # noqa: E402
+from fststyle.infer.deploy import OnnxStylizer, OpenVinoStylizer, cached_onnx, installed  # noqa: E402
 from fststyle.export import export_transformer  # noqa: E402
 from fststyle.hardware import machine_summary, resolve_precision  # noqa: E402
-from fststyle.inference import Stylizer  # noqa: E402
-from fststyle.transformer import TransformerNet  # noqa: E402
+from fststyle.infer.stylizer import Stylizer  # noqa: E402
+from fststyle.nets.transformer import TransformerNet  # noqa: E402
 from timing import best_of, best_of_each  # noqa: E402 - bench/timing.py
 
 DEFAULT = "openvino fp32"
@@ -153,8 +153,8 @@ def ceiling(net: TransformerNet, photo: torch.Tensor, base: float) -> None:
     """The best ratio this machine allows an exact network: its FLOPs at the machine's dense-matmul rate."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fststyle.inference import AlignedTransformer
-    from fststyle.rewrite import faster_equivalent
+    from fststyle.infer.stylizer import AlignedTransformer
+    from fststyle.infer.rewrite import faster_equivalent
 
     def flops(model) -> float:
         counter = FlopCounterMode(display=False)

@@ -207,7 +207,7 @@ class Baseline:
 def fststyle_config(args, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from fststyle.training import trainer_precision
+    from fststyle.train.run import trainer_precision
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         cfg = compose(
@@ -234,7 +234,7 @@ def build_fststyle(cfg):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from fststyle.module import StyleTransferModule
+    from fststyle.train.module import StyleTransferModule
 
     config = OmegaConf.to_container(cfg, resolve=True)
     module = StyleTransferModule(

@@ -15,7 +15,7 @@ except ImportError:  # omegaconf missing: only the torch-free inference API is u
 def __getattr__(name: str):
     # `from fststyle import Stylizer` without making `import fststyle` pay for torch
     if name == "Stylizer":
-        from fststyle.inference import Stylizer
+        from fststyle.infer.stylizer import Stylizer
 
         return Stylizer
     raise AttributeError(f"module 'fststyle' has no attribute {name!r}")

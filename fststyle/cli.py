@@ -86,7 +86,7 @@ def _hydra_main(config_name: str, run):
 
 
 def _train(cfg) -> None:
-    from fststyle.training import train
+    from fststyle.train.run import train
 
     path = train(cfg)
     if path:
@@ -94,7 +94,7 @@ def _train(cfg) -> None:
 
 
 def _infer(cfg) -> None:
-    from fststyle.infer_cli import run
+    from fststyle.infer.run import run
 
     run(cfg)
 

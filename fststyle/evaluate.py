@@ -8,7 +8,7 @@ photo is stylized at ``--size`` px (long side) by each model and measured with
 a model's style distance divided by that is how much of the way to the painting it went.
 
 A multi-style file counts as one model per style (``multi.safetensors:wave``). ``--flicker`` adds the
-temporal measure of :mod:`fststyle.stability`: each photo becomes a clip panned ``--pan DY,DX`` pixels per
+temporal measure of :mod:`fststyle.nets.stability`: each photo becomes a clip panned ``--pan DY,DX`` pixels per
 frame with fresh sensor-like noise, and ``flicker`` is the mean difference (0-255) of consecutive stylized
 frames after undoing the known motion (``input_flicker``: the same for the input frames). ``--video FILE``
 does the same on a real video, without motion compensation.
@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from fststyle.data import IMAGE_EXTENSIONS
+from fststyle.train.data import IMAGE_EXTENSIONS
 from fststyle.errors import UserError
 from fststyle.multistyle import read_metadata, style_names
 from fststyle.quality import PHOTO_SIZE, STYLE_SIZE, QualityMeter
-from fststyle.stability import consecutive_difference, pan_clip, warped_difference
+from fststyle.nets.stability import consecutive_difference, pan_clip, warped_difference
 from fststyle.style import load_image, resolve_image
-from fststyle.vgg import LossNetwork
+from fststyle.nets.vgg import LossNetwork
 from fststyle.zoo import resolve_model
 
 CELL = 320  # default grid cell height in pixels
@@ -124,7 +124,7 @@ def evaluate(
     video: str | None = None,
 ) -> list[Row]:
     """Stylize every photo with every model; write ``grid.jpg``, ``metrics.csv`` and ``metrics.json`` to ``out``."""
-    from fststyle.inference import Stylizer
+    from fststyle.infer.stylizer import Stylizer
 
     paths = photo_paths(photos)
     network = LossNetwork("vgg16", weights, layers=["relu4_3"]).to(device)
@@ -177,7 +177,7 @@ def clip_flicker(stylizer, photo: torch.Tensor, pan: tuple[int, int], frames: in
 
 def video_flicker(path: Path, names: list[str], stylizers: list, size: int) -> list[Row]:
     """Each model's frame-to-frame difference on a real video (no motion compensation), input's alongside."""
-    from fststyle.video import read_frames
+    from fststyle.infer.video import read_frames
 
     frames = torch.from_numpy(read_frames(path, size)).permute(0, 3, 1, 2).float() / 255
     nan = float("nan")

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 import fststyle
 from fststyle.errors import UserError
 from fststyle.multistyle import style_mix, style_names
-from fststyle.transformer import TransformerConfig, TransformerNet
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 FORMAT = "fststyle.transformer/1"
 

@@ -2,8 +2,8 @@
 
 No network is trained: starting from the content image (or noise, or the style image), the
 pixels move so that VGG features match the content at one layer and Gram matrices match the
-style at several. The loss network and losses are the training ones (``fststyle.vgg``,
-``fststyle.losses``); only the loop over pixels lives here.
+style at several. The loss network and losses are the training ones (``fststyle.nets.vgg``,
+``fststyle.nets.losses``); only the loop over pixels lives here.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fststyle.errors import UserError
 from fststyle.hardware import resolve_precision
-from fststyle.losses import PerceptualLoss, build_loss
+from fststyle.nets.losses import PerceptualLoss, build_loss
 from fststyle.style import checksum_for, load_image, resolve_image
 
 OPTIMIZERS = ("lbfgs", "adam")

@@ -1,4 +1,4 @@
-"""Choosing and blending the styles of a multi-style file (conditional instance norm, fststyle/transformer.py).
+"""Choosing and blending the styles of a multi-style file (conditional instance norm, fststyle/nets/transformer.py).
 
 Torch-free: ``infer.py`` asks a file which styles it carries before deciding whether to import PyTorch.
 """

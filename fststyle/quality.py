@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from fststyle.vgg import LossNetwork
+from fststyle.nets.vgg import LossNetwork
 
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 CONTENT_LAYER = "relu3_3"

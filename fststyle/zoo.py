@@ -62,22 +62,28 @@ def add(src: str | Path) -> Path:
     A style image given as a local path (training offline) is recorded as the style config's public URL
     and checksum instead, so the evaluator can find it on any machine.
     """
-    import yaml
+    from fststyle.export import export_transformer, load_network
 
-    from fststyle.export import export_transformer, load_transformer
-
-    net, meta = load_transformer(src)
-    name = meta["style"]
-    style = {"name": name, "image": meta.get("style_image", ""), "sha256": meta.get("style_sha256", "")}
-    from fststyle.cli import config_dir
-
-    conf = config_dir() / "style" / f"{name}.yaml"
-    if conf.is_file():
-        known = yaml.safe_load(conf.read_text())
-        style.update(image=known["url"], sha256=known.get("sha256", ""))
+    net, meta = load_network(src)
+    style = public({"name": meta["style"], "image": meta.get("style_image", ""), "sha256": meta.get("style_sha256", "")})
+    if meta.get("styles"):  # a multi-style file: each of its styles, in order
+        style["styles"] = [public(s) for s in json.loads(meta["styles"])]
     config = json.loads(meta.get("config") or "{}")
     training = json.loads(meta.get("training") or "{}")
-    return export_transformer(net, ZOO_DIR / f"{name}.safetensors", style, config, training, half=True)
+    return export_transformer(net, ZOO_DIR / f"{style['name']}.safetensors", style, config, training, half=True)
+
+
+def public(style: dict) -> dict:
+    """A style whose conf/style/ entry exists, with that entry's URL and checksum instead of a local path."""
+    import yaml
+
+    from fststyle.cli import config_dir
+
+    conf = config_dir() / "style" / f"{style['name']}.yaml"
+    if conf.is_file() and style["name"] not in ("multi", "custom"):
+        known = yaml.safe_load(conf.read_text())
+        return {**style, "image": known["url"], "sha256": known.get("sha256", "")}
+    return style
 
 
 def main(argv: list[str] | None = None) -> int:

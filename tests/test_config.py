@@ -6,7 +6,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-STYLES = sorted(p.stem for p in (CONF / "style").glob("*.yaml") if p.stem != "custom")  # the paintings; custom: tests/test_own_style.py
+# the paintings; custom: tests/test_own_style.py, multi: tests/test_multistyle.py
+STYLES = sorted(p.stem for p in (CONF / "style").glob("*.yaml") if p.stem not in ("custom", "multi"))
 REQUIRED = ["starry_night", "the_scream", "wave", "candy", "mosaic", "udnie", "la_muse", "composition_vii", "feathers", "rain_princess"]
 
 
@@ -17,6 +18,11 @@ def compose_train(overrides):
 
 def test_all_required_styles_exist():
     assert set(REQUIRED) <= set(STYLES)
+
+
+def test_multi_lists_conf_styles():
+    cfg = compose_train(["style=multi", "style.names=[wave,candy]"])
+    assert cfg.style.name == "multi" and list(cfg.style.names) == ["wave", "candy"] and set(cfg.style.names) <= set(STYLES)
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -2,7 +2,7 @@ import torch
 
 import pytest
 
-from fststyle.data import StyleDataModule, list_images, square_crop
+from fststyle.train.data import StyleDataModule, list_images, square_crop
 from fststyle.errors import UserError
 
 

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from fststyle.data import StyleDataModule, list_images
-from fststyle.distributed import scaled_optim
+from fststyle.train.data import StyleDataModule, list_images
+from fststyle.train.distributed import scaled_optim
 from fststyle.errors import UserError
-from fststyle.sharding import SAMPLE_LOG_ENV
+from fststyle.train.sharding import SAMPLE_LOG_ENV
 
 from .conftest import ROOT, STYLES
 
@@ -212,7 +212,7 @@ def test_slurm_launcher_config_asks_one_task_per_gpu():
 def test_resume_prefers_slurm_requeue_checkpoint(tmp_path):
     from omegaconf import OmegaConf
 
-    from fststyle.training import resume_checkpoint
+    from fststyle.train.run import resume_checkpoint
 
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()

@@ -5,7 +5,7 @@ import torch
 
 from fststyle.errors import UserError
 from fststyle.export import export_checkpoint, export_transformer, load_transformer
-from fststyle.transformer import TransformerConfig, TransformerNet
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 
 def test_export_reload_gives_identical_output(tmp_path):

@@ -8,8 +8,8 @@ from PIL import Image
 
 from fststyle.errors import UserError
 from fststyle.gatys import OptimizeSettings, build_gatys_loss, intermediate_path, optimize_image, run_optimize
-from fststyle.losses import content_loss, gram_matrix, style_loss
-from fststyle.vgg import LossNetwork, layer_names
+from fststyle.nets.losses import content_loss, gram_matrix, style_loss
+from fststyle.nets.vgg import LossNetwork, layer_names
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 LAYER_PRESETS = sorted(p.stem for p in Path(CONF, "layers").glob("*.yaml"))

@@ -67,7 +67,7 @@ def test_machine_summary_names_the_cpu():
 def test_training_precision_follows_auto(monkeypatch):
     from omegaconf import OmegaConf
 
-    from fststyle.training import trainer_precision
+    from fststyle.train.run import trainer_precision
 
     monkeypatch.setattr(hardware, "cpu_info", lambda: ("Test CPU", frozenset({"avx2"})))
     cfg = OmegaConf.create({"precision": "auto", "trainer": {"accelerator": "cpu", "precision": None}})

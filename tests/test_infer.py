@@ -10,11 +10,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from fststyle.deploy import ONNX_TOLERANCE, OpenVinoStylizer
+from fststyle.infer.deploy import ONNX_TOLERANCE, OpenVinoStylizer
 from fststyle.errors import UserError
 from fststyle.export import export_transformer
-from fststyle.infer_cli import run
-from fststyle.transformer import TransformerConfig, TransformerNet
+from fststyle.infer.run import run
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def test_export_onnx_and_torchscript(tmp_path, style_file):
     infer(f"ckpt={style_file}", "export=onnx", f"output={tmp_path / 'net.onnx'}")
     infer(f"ckpt={style_file}", "export=torchscript", f"output={tmp_path / 'net.pt'}")
     x = torch.rand(2, 3, 30, 45)
-    from fststyle.inference import Stylizer
+    from fststyle.infer.stylizer import Stylizer
 
     expected = Stylizer.from_checkpoint(style_file)(x)
     onnx_out = ort.InferenceSession(str(tmp_path / "net.onnx")).run(None, {"image": x.numpy()})[0]
@@ -188,7 +188,7 @@ def test_bad_checkpoints(tmp_path, style_file):
 
 
 def test_unwritable_output_fails_before_work(tmp_path, style_file, monkeypatch):
-    import fststyle.infer_cli as cli
+    import fststyle.infer.run as cli
 
     src = picture(tmp_path / "in.png")
     blocker = tmp_path / "file"
@@ -209,7 +209,7 @@ def test_cli_error_is_one_line_and_exit_code(tmp_path, style_file):
 
 
 def test_tile_option(tmp_path, style_file):
-    from fststyle.infer_cli import Engine
+    from fststyle.infer.run import Engine
 
     def engine(*overrides):
         return Engine(config("input=x", "output=y", *overrides), style_file)

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fststyle import Stylizer
-from fststyle.color import luminance
-from fststyle.tiling import tile_starts
-from fststyle.transformer import TransformerNet
+from fststyle.infer.color import luminance
+from fststyle.infer.tiling import tile_starts
+from fststyle.nets.transformer import TransformerNet
 
 
 def smooth_photo(h=176, w=240, seed=0) -> torch.Tensor:

@@ -1,7 +1,7 @@
 import torch
 
-from fststyle.losses import PerceptualLoss, channel_mean, content_loss, gram_matrix, style_loss, total_variation
-from fststyle.vgg import LossNetwork
+from fststyle.nets.losses import PerceptualLoss, channel_mean, content_loss, gram_matrix, style_loss, total_variation
+from fststyle.nets.vgg import LossNetwork
 
 
 def test_gram_matrix_by_hand():

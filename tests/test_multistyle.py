@@ -11,10 +11,10 @@ from PIL import Image
 
 from fststyle.errors import UserError
 from fststyle.export import export_transformer, load_network, load_transformer
-from fststyle.losses import PerceptualLoss
+from fststyle.nets.losses import PerceptualLoss
 from fststyle.multistyle import read_metadata, style_mix, style_names
-from fststyle.transformer import ConditionalInstanceNorm2d, TransformerConfig, TransformerNet
-from fststyle.vgg import LossNetwork
+from fststyle.nets.transformer import ConditionalInstanceNorm2d, TransformerConfig, TransformerNet
+from fststyle.nets.vgg import LossNetwork
 from tests.test_infer import infer, picture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def train_config(tmp_path, name: str, *overrides: str, style: str = "multi"):
 
 
 def test_train_multi_then_add_a_style_by_its_norms(tmp_path):
-    from fststyle.training import train
+    from fststyle.train.run import train
 
     first = train(train_config(
         tmp_path, "two", "style.names=[starry_night,wave]", "style.images=[STYLES/starry_night.jpg,STYLES/wave.jpg]",
@@ -203,7 +203,7 @@ def test_train_multi_then_add_a_style_by_its_norms(tmp_path):
 
 
 def test_unknown_style_names_are_one_line(tmp_path):
-    from fststyle.training import train
+    from fststyle.train.run import train
 
     with pytest.raises(UserError, match=r"no style 'nope' \(available: candy, .*\); a picture of your own needs style.images"):
         train(train_config(tmp_path, "x", "style.names=[wave,nope]"))

@@ -7,7 +7,7 @@ from safetensors import safe_open
 
 from fststyle.errors import UserError
 from fststyle.style import checksum_for
-from fststyle.training import train
+from fststyle.train.run import train
 from tests.badimages import photo, photo_folder
 from tests.test_reliability_training import TINY
 

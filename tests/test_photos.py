@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from fststyle.data import square_crop
+from fststyle.train.data import square_crop
 from fststyle.export import export_transformer
-from fststyle.infer_cli import read_image
+from fststyle.infer.run import read_image
 from fststyle.photos import ORIENTATION, output_exif, upright_srgb
 from fststyle.style import load_image
-from fststyle.transformer import TransformerConfig, TransformerNet
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 # What a viewer does to the stored pixels for each orientation (Pillow's own table in ImageOps.exif_transpose)
 SHOW = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -52,7 +52,7 @@ def test_every_orientation_is_read_upright(tmp_path, orientation):
 def test_infer_writes_upright_and_keeps_exif(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from fststyle.infer_cli import run
+    from fststyle.infer.run import run
     from tests.test_infer import ROOT
 
     torch.manual_seed(0)

@@ -10,8 +10,8 @@ from PIL import Image
 from fststyle.evaluate import main as evaluate_main
 from fststyle.export import export_transformer
 from fststyle.quality import QualityMeter
-from fststyle.transformer import TransformerConfig, TransformerNet
-from fststyle.vgg import LossNetwork
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
+from fststyle.nets.vgg import LossNetwork
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fststyle.export import export_transformer
-from fststyle.transformer import TransformerConfig, TransformerNet
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from tests.badimages import make_bad_folder, photo, photo_folder
 from tests.test_reliability_files import hostile_file
 
@@ -136,9 +136,9 @@ def test_user_error_is_one_clear_line(tmp_cases, name, monkeypatch):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(script.removesuffix(".py"), overrides=overrides)
     if script == "train.py":
-        from fststyle.training import train as run
+        from fststyle.train.run import train as run
     else:
-        from fststyle.infer_cli import run
+        from fststyle.infer.run import run
     with pytest.raises(UserError) as e:
         run(cfg)
     assert expected in str(e.value) and "\n" not in str(e.value)
@@ -147,7 +147,7 @@ def test_user_error_is_one_clear_line(tmp_cases, name, monkeypatch):
 def test_the_good_path_still_works(tmp_cases, capsys):
     from hydra import compose, initialize_config_dir
 
-    from fststyle.infer_cli import run
+    from fststyle.infer.run import run
 
     cmd, _ = tmp_cases[1]["infer works"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

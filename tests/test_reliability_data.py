@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fststyle.data import (
+from fststyle.train.data import (
     SKIP_REASONS,
     DecodedImages,
     NoReadableImages,

@@ -5,7 +5,7 @@ import time
 
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
-from fststyle.safety import cluster_plugins, latest_checkpoint
+from fststyle.train.safety import cluster_plugins, latest_checkpoint
 
 
 def test_requeue_on_sigusr1_only_under_slurm(monkeypatch):

@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 from fststyle.errors import UserError
-from fststyle.module import StyleTransferModule
-from fststyle.training import train
+from fststyle.train.module import StyleTransferModule
+from fststyle.train.run import train
 from tests.badimages import BAD, make_bad_folder, photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,7 +219,7 @@ ATOMIC_WRITER = textwrap.dedent(
     """
     import sys, time, torch
     from pathlib import Path
-    from fststyle.safety import AtomicCheckpointIO
+    from fststyle.train.safety import AtomicCheckpointIO
 
     io, path = AtomicCheckpointIO(), Path(sys.argv[1])
     io.save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from fststyle import Stylizer
-from fststyle.inference import AlignedTransformer
-from fststyle.rewrite import SpaceToDepthConv, SubPixelUpsample, faster_equivalent
-from fststyle.transformer import ConvLayer, TransformerConfig, TransformerNet, Upsample
+from fststyle.infer.stylizer import AlignedTransformer
+from fststyle.infer.rewrite import SpaceToDepthConv, SubPixelUpsample, faster_equivalent
+from fststyle.nets.transformer import ConvLayer, TransformerConfig, TransformerNet, Upsample
 
 
 def trained_like(config: TransformerConfig = TransformerConfig(), seed: int = 0) -> TransformerNet:

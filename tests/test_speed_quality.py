@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from pytorch_lightning.plugins.precision import MixedPrecision
 
-from fststyle.module import StyleTransferModule
+from fststyle.train.module import StyleTransferModule
 from fststyle.style import load_style
 from tests.conftest import ROOT
 

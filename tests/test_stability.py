@@ -1,8 +1,8 @@
 """Temporal stability: the loss has a gradient, the flicker measure reads 0 on a still clip and grows with noise."""
 import torch
 
-from fststyle.stability import consecutive_difference, pan_clip, stability_loss, warped_difference
-from fststyle.transformer import TransformerConfig, TransformerNet
+from fststyle.nets.stability import consecutive_difference, pan_clip, stability_loss, warped_difference
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 
 def test_stability_loss_has_a_gradient_and_is_zero_for_a_shift_equivariant_net():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fststyle.errors import UserError
-from fststyle.transformer import TransformerConfig, TransformerNet
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 
 def test_default_net_is_johnsons():

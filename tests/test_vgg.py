@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fststyle.errors import UserError
-from fststyle.vgg import LossNetwork, layer_names
+from fststyle.nets.vgg import LossNetwork, layer_names
 from tests.conftest import FakeResponse
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import wandb
 
-from fststyle.training import train
+from fststyle.train.run import train
 from tests.badimages import photo, photo_folder
 from tests.test_own_style import UNNAMED, compose_train
 

@@ -13,7 +13,7 @@ from PIL import Image
 from fststyle import zoo
 from fststyle.errors import UserError
 from fststyle.export import load_transformer
-from fststyle.inference import Stylizer
+from fststyle.infer.stylizer import Stylizer
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = zoo.names()

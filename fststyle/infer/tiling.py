@@ -31,8 +31,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from fststyle.rewrite import SubPixelUpsample
-from fststyle.transformer import TransformerNet, Upsample, to_image
+from fststyle.infer.rewrite import SubPixelUpsample
+from fststyle.nets.transformer import TransformerNet, Upsample, to_image
 
 ALIGN = 4  # the network down-samples twice by 2
 

@@ -164,7 +164,7 @@ class RefuseNonFiniteWeights(Callback):
 class ReportSkippedImages(Callback):
     """Unreadable training images: a log line every ``every`` skips, totals in the logger and at the end.
 
-    Counts come from ``datamodule.skipped`` (a ``fststyle.data.SkipCounter`` shared with the workers).
+    Counts come from ``datamodule.skipped`` (a ``fststyle.train.data.SkipCounter`` shared with the workers).
     """
 
     def __init__(self, every: int = 100):

@@ -2,7 +2,7 @@
 
 ``Stylizer.from_checkpoint(path)(pil_image) -> pil_image``; also takes (N, 3, H, W) tensors in
 [0, 1] and returns the same. Fast by default: the network rewritten into an exactly equivalent,
-faster form (:mod:`fststyle.rewrite`), ``inference_mode``, channels_last memory layout (oneDNN's
+faster form (:mod:`fststyle.infer.rewrite`), ``inference_mode``, channels_last memory layout (oneDNN's
 fast convolution path on CPUs), optional bf16/fp16, tiling for large images.
 """
 from __future__ import annotations
@@ -14,12 +14,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from fststyle.color import finish
+from fststyle.infer.color import finish
 from fststyle.errors import UserError
 from fststyle.export import load_transformer
-from fststyle.rewrite import faster_equivalent
-from fststyle.tiling import ALIGN, stylize_tiled
-from fststyle.transformer import TransformerNet
+from fststyle.infer.rewrite import faster_equivalent
+from fststyle.infer.tiling import ALIGN, stylize_tiled
+from fststyle.nets.transformer import TransformerNet
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -61,10 +61,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Stylizer:
-    """A trained transformer ready for inference, with the post-effects of :mod:`fststyle.color`.
+    """A trained transformer ready for inference, with the post-effects of :mod:`fststyle.infer.color`.
 
     ``tile``: images whose height or width exceeds it are processed in overlapping tiles of that
-    size with whole-image normalisation statistics (:mod:`fststyle.tiling`); ``None`` never tiles.
+    size with whole-image normalisation statistics (:mod:`fststyle.infer.tiling`); ``None`` never tiles.
     ``rewrite=False`` keeps the network as trained (the benchmark's comparison).
     """
 

@@ -5,7 +5,7 @@ Both runtimes start in a fraction of PyTorch's import time, and OpenVINO runs th
 fastest of all the CPU paths we measured (bench/infer_speed.py), so ``infer.py`` uses them on
 CPUs: the ONNX graph of a style file is exported once into
 ``<cache>/onnx/<sha256 of the style file>-g<GRAPH>.onnx`` and reused. The exported graph is the
-network's exact faster form (:mod:`fststyle.rewrite`). This module imports torch only when it
+network's exact faster form (:mod:`fststyle.infer.rewrite`). This module imports torch only when it
 has to export.
 
 A multi-style file's graph has one style (or blend) baked in, one cached graph per choice: it is then
@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from fststyle.cache import cache_dir, sha256_of
-from fststyle.color import finish
+from fststyle.infer.color import finish
 from fststyle.errors import UserError
 
 # ONNX outputs (onnxruntime and OpenVINO, fp32) match PyTorch fp32 within this (max abs, on [0, 1] pixels): tests/test_infer.py
@@ -31,8 +31,8 @@ GRAPH = 2  # bump when the exported graph changes, so cached graphs of older ver
 
 def _aligned(ckpt: str | Path, style: str | dict | None = None):
     from fststyle.export import load_transformer
-    from fststyle.inference import AlignedTransformer
-    from fststyle.rewrite import faster_equivalent
+    from fststyle.infer.stylizer import AlignedTransformer
+    from fststyle.infer.rewrite import faster_equivalent
 
     net, meta = load_transformer(ckpt, style)
     return AlignedTransformer(faster_equivalent(net)).eval(), meta

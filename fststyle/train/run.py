@@ -16,14 +16,14 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fststyle.cache import sha256_of
 from fststyle.cli import config_dir
-from fststyle.distributed import check_launch, scaled_optim
+from fststyle.train.distributed import check_launch, scaled_optim
 from fststyle.errors import UserError
 from fststyle.export import check_replaceable, export_transformer, load_network
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
-from fststyle.module import StyleTransferModule
-from fststyle.sharding import StreamEpoch
+from fststyle.train.module import StyleTransferModule
+from fststyle.train.sharding import StreamEpoch
 from fststyle.style import checksum_for, expand_styles, resolve_image
-from fststyle.safety import (
+from fststyle.train.safety import (
     EXIT_PREEMPTED,
     AtomicCheckpointIO,
     CheckpointOnPreemption,

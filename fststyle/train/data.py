@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 
 from fststyle.errors import UserError
 from fststyle.photos import upright_srgb
-from fststyle.sharding import LoggedSamples, RankStream, record_key, sample_log_dir
+from fststyle.train.sharding import LoggedSamples, RankStream, record_key, sample_log_dir
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class StyleDataModule(pl.LightningDataModule):
         self.train_set: Dataset | IterableDataset | None = None
         self.train_stream: RankStream | None = None  # source=hub: this rank's part of the stream
         self.val_set: Dataset | None = None
-        self.skipped = SkipCounter(num_workers)  # read by fststyle.safety.ReportSkippedImages
+        self.skipped = SkipCounter(num_workers)  # read by fststyle.train.safety.ReportSkippedImages
 
     # -- building the datasets ------------------------------------------------------------
     def folder_datasets(self) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -331,7 +331,7 @@ class StyleDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         # Under DDP each rank builds its own datasets; folder data is split by Lightning's DistributedSampler,
-        # a stream here (fststyle/sharding.py).
+        # a stream here (fststyle/train/sharding.py).
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if self.source == "folder":
             train, val = self.folder_datasets()

@@ -15,7 +15,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from fststyle.errors import UserError
-from fststyle.vgg import LossNetwork
+from fststyle.nets.vgg import LossNetwork
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:

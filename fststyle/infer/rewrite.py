@@ -22,7 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from fststyle.transformer import ConvLayer, TransformerNet, Upsample
+from fststyle.nets.transformer import ConvLayer, TransformerNet, Upsample
 
 # the 3 taps of a conv over a nearest-2x-resized row, folded onto the 2 source pixels that
 # each output phase sees (after replicate padding): phase 0 sees (i-1, i, i), phase 1 (i, i, i+1)

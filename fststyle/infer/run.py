@@ -98,7 +98,7 @@ def style_given(cfg: DictConfig) -> bool:
 
 
 def is_video(path: Path) -> bool:
-    from fststyle.video import is_video as video
+    from fststyle.infer.video import is_video as video
 
     return video(path)
 
@@ -160,7 +160,7 @@ class Engine:
         else:
             self.precision = resolve_precision(cfg.precision, "cpu" if on_cpu else _torch_device_type(cfg.device))
         if backend == "auto":
-            from fststyle.deploy import installed
+            from fststyle.infer.deploy import installed
 
             usable = [r for r in RUNTIMES if installed(r) and (r == "openvino" or self.precision == "fp32")] if on_cpu else []
             backend = usable[0] if usable else "torch"
@@ -178,7 +178,7 @@ class Engine:
         if tile == "auto":
             on_cuda = False
             if self.backend == "torch":
-                from fststyle.inference import resolve_device
+                from fststyle.infer.stylizer import resolve_device
 
                 on_cuda = resolve_device(str(self.cfg.device)).type == "cuda"
             return TILE_AUTO["cuda" if on_cuda else "other"]
@@ -195,7 +195,7 @@ class Engine:
 
     def runtime(self):
         if self._runtime is None:
-            from fststyle.deploy import OnnxStylizer, OpenVinoStylizer
+            from fststyle.infer.deploy import OnnxStylizer, OpenVinoStylizer
 
             cfg = self.cfg
             options = {"preserve_color": cfg.preserve_color, "strength": float(cfg.strength)}
@@ -207,7 +207,7 @@ class Engine:
 
     def torch(self):
         if self._torch is None:
-            from fststyle.inference import Stylizer
+            from fststyle.infer.stylizer import Stylizer
 
             cfg = self.cfg
             self._torch = Stylizer.from_checkpoint(
@@ -236,7 +236,7 @@ class Engine:
 
 
 def _torch_device_type(device: str) -> str:
-    from fststyle.inference import resolve_device
+    from fststyle.infer.stylizer import resolve_device
 
     return resolve_device(str(device)).type
 
@@ -277,7 +277,7 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
     from tqdm import tqdm
 
     from fststyle.photos import output_exif
-    from fststyle.video import is_video as video, stylize_video
+    from fststyle.infer.video import is_video as video, stylize_video
 
     start = time.perf_counter()
     images_done, videos_done, frames, skipped = 0, 0, 0, []
@@ -334,7 +334,7 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
 
 def export(cfg: DictConfig, ckpt: Path, style: str | dict | None = None) -> Path:
     """``export=onnx|torchscript output=FILE``: the network for deployment."""
-    from fststyle.deploy import export_onnx, export_torchscript
+    from fststyle.infer.deploy import export_onnx, export_torchscript
 
     if cfg.export not in EXPORTS:
         raise UserError(f"export must be onnx or torchscript, got {cfg.export!r}")

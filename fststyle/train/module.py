@@ -11,11 +11,11 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from fststyle.errors import UserError
-from fststyle.losses import build_loss
+from fststyle.nets.losses import build_loss
 from fststyle.quality import STYLE_SIZE, QualityMeter
-from fststyle.stability import stability_loss
+from fststyle.nets.stability import stability_loss
 from fststyle.style import checksum_for, load_style
-from fststyle.transformer import TransformerConfig, TransformerNet
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, the run built from the Hydra config, data, scale-out and reliability."""
