@@ -14,6 +14,7 @@ from fststyle import zoo
 from fststyle.errors import UserError
 from fststyle.export import load_transformer
 from fststyle.infer.stylizer import Stylizer
+from fststyle.multistyle import read_metadata, style_names
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = zoo.names()
@@ -29,8 +30,10 @@ def test_the_zoo_holds_six_styles_in_one_folder_each_small():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_style_loads_describes_itself_and_stylizes(name):
-    net, meta = load_transformer(zoo.ZOO_DIR / f"{name}.safetensors")
-    assert meta["style"] == name
+    path = zoo.ZOO_DIR / f"{name}.safetensors"
+    styles = style_names(read_metadata(path))  # a multi-style file: checked through its first style
+    net, meta = load_transformer(path, styles[0] if styles else None)
+    assert meta["style"] == (styles[0] if styles else name)
     assert meta["style_image"].startswith("https://") and len(meta["style_sha256"]) == 64
     training = json.loads(meta["training"])
     assert TRAINING_KEYS <= training.keys() and training["steps"] > 0, training

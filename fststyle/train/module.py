@@ -44,9 +44,9 @@ class StyleTransferModule(pl.LightningModule):
         self.loss = build_loss(loss, style)
         self.norms_only = norms_only  # init_from: train only the norm tables (Dumoulin et al.'s new-style fit)
         if norms_only:
-            frozen = {id(p) for p in self.transformer.norm_parameters()}
+            trainable = {id(p) for p in self.transformer.norm_parameters()}
             for param in self.transformer.parameters():
-                param.requires_grad_(id(param) in frozen)
+                param.requires_grad_(id(param) in trainable)  # the shared convolutions stay as trained
         self.stability = {k: loss.get(f"stability_{k}", d) for k, d in (("weight", 0.0), ("noise", 0.02), ("shift", 3))}
         self.style = style
         self.optim = optim
