@@ -4,8 +4,12 @@ frame-to-frame change after undoing the known motion (brighter = more flicker; x
     python docs/flicker_strip.py ../shared/content/chicago.jpg MODEL [MODEL ...] --out docs/flicker_strip.jpg
 """
 import argparse
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from fststyle.evaluate import make_grid, to_pil
 from fststyle.infer.stylizer import Stylizer

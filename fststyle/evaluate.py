@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from PIL import Image, ImageDraw
@@ -70,11 +71,11 @@ def style_image_of(meta: dict, styles_dir: str | None, override: str | None) -> 
     if override:
         return resolve_image(override)
     name = meta.get("style") or ""
-    if styles_dir:
-        for ext in (".jpg", ".jpeg", ".png"):
-            if (candidate := Path(styles_dir).expanduser() / f"{name}{ext}").is_file():
-                return candidate
     image = meta.get("style_image") or ""
+    if styles_dir:  # <style>.jpg, or the file name of the image it was trained on (a variant: starry_night_stable)
+        for candidate in [f"{name}{ext}" for ext in (".jpg", ".jpeg", ".png")] + [Path(urlparse(image).path).name]:
+            if candidate and (Path(styles_dir).expanduser() / candidate).is_file():
+                return Path(styles_dir).expanduser() / candidate
     if not image:
         raise UserError(f"model {name!r} does not say which style image it was trained on: pass --style-image PATH")
     return resolve_image(image, meta.get("style_sha256") or None)

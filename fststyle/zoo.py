@@ -52,12 +52,14 @@ def describe() -> list[dict]:
 def recipe(config: dict) -> str:
     """The settings that decide a style's look, from a training config."""
     loss, style, optim = config.get("loss", {}), config.get("style", {}), config.get("optim", {})
+    stability = f", stability_weight {loss['stability_weight']:g}" if loss.get("stability_weight") else ""
     return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}, "
-            f"style.size {style.get('size')}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}")
+            f"style.size {style.get('size')}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}")
 
 
-def add(src: str | Path) -> Path:
-    """Ship a trained export: an fp16 copy in ``ZOO_DIR`` (half the size), its metadata kept.
+def add(src: str | Path, name: str | None = None) -> Path:
+    """Ship a trained export: an fp16 copy in ``ZOO_DIR`` (half the size), its metadata kept; ``name`` ships it
+    under another name than its style's (a variant, e.g. ``starry_night_stable``).
 
     A style image given as a local path (training offline) is recorded as the style config's public URL
     and checksum instead, so the evaluator can find it on any machine.
@@ -66,6 +68,7 @@ def add(src: str | Path) -> Path:
 
     net, meta = load_network(src)
     style = public({"name": meta["style"], "image": meta.get("style_image", ""), "sha256": meta.get("style_sha256", "")})
+    style["name"] = name or style["name"]
     if meta.get("styles"):  # a multi-style file: each of its styles, in order
         style["styles"] = [public(s) for s in json.loads(meta["styles"])]
     config = json.loads(meta.get("config") or "{}")
@@ -88,7 +91,11 @@ def public(style: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["add"]:
+    if argv[:1] == ["add"]:  # add EXPORT [EXPORT ...] | add EXPORT --name NAME
+        if "--name" in argv:
+            i = argv.index("--name")
+            print(f"shipped {add(argv[1], argv[i + 1])}")
+            return 0
         for src in argv[1:]:
             print(f"shipped {add(src)}")
         return 0
