@@ -137,7 +137,8 @@ def load_network(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
         hparams, state = read_lightning_checkpoint(path)
         state = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
         style = hparams.get("style", {})
-        architecture = {**hparams["model"], "styles": len(style.get("styles") or [None])}
+        styles = len(style.get("styles") or [None])
+        architecture = {**hparams["model"], **({"styles": styles} if styles > 1 else {})}
         meta = {
             "format": FORMAT, "style": style.get("name", ""), "style_image": style.get("image", ""),
             "style_sha256": style.get("sha256") or "", "architecture": architecture,
