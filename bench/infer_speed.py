@@ -24,12 +24,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fststyle.infer.deploy import OnnxStylizer, OpenVinoStylizer, cached_onnx, installed  # noqa: E402
+from timing import best_of, best_of_each  # noqa: E402 - bench/timing.py
+
 from fststyle.export import export_transformer  # noqa: E402
 from fststyle.hardware import machine_summary, resolve_precision  # noqa: E402
+from fststyle.infer.deploy import OnnxStylizer, OpenVinoStylizer, cached_onnx, installed  # noqa: E402
 from fststyle.infer.stylizer import Stylizer  # noqa: E402
 from fststyle.nets.transformer import TransformerNet  # noqa: E402
-from timing import best_of, best_of_each  # noqa: E402 - bench/timing.py
 
 DEFAULT = "openvino fp32"
 
@@ -153,8 +154,8 @@ def ceiling(net: TransformerNet, photo: torch.Tensor, base: float) -> None:
     """The best ratio this machine allows an exact network: its FLOPs at the machine's dense-matmul rate."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fststyle.infer.stylizer import AlignedTransformer
     from fststyle.infer.rewrite import faster_equivalent
+    from fststyle.infer.stylizer import AlignedTransformer
 
     def flops(model) -> float:
         counter = FlopCounterMode(display=False)

@@ -154,8 +154,8 @@ class Baseline:
     """pytorch/examples' train() loop body, one step at a time, timed."""
 
     def __init__(self, args, device: torch.device):
-        from torchvision import transforms
         from PIL import Image
+        from torchvision import transforms
 
         self.device, self.batch = device, args.batch
         self.loader = torch.utils.data.DataLoader(ExamplesImages(args.data, args.size), batch_size=args.batch)
@@ -365,9 +365,8 @@ def quality_check(args, overrides: list[str]) -> bool:
 def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     """Time each phase of one step on the same batch, count its convolution/matmul FLOPs, and compare the
     achieved rate with this machine's convolution peak in fp32 and bf16 (VGG16 forward), measured here too."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from timing import best_of  # bench/timing.py
+    from torch.utils.flop_counter import FlopCounterMode
 
     from fststyle.style import load_style
 

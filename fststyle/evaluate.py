@@ -27,13 +27,13 @@ from urllib.parse import urlparse
 import torch
 from PIL import Image, ImageDraw
 
-from fststyle.train.data import IMAGE_EXTENSIONS
 from fststyle.errors import UserError
 from fststyle.multistyle import read_metadata, style_names
-from fststyle.quality import PHOTO_SIZE, STYLE_SIZE, QualityMeter
 from fststyle.nets.stability import consecutive_difference, pan_clip, warped_difference
-from fststyle.style import load_image, resolve_image
 from fststyle.nets.vgg import LossNetwork
+from fststyle.quality import PHOTO_SIZE, STYLE_SIZE, QualityMeter
+from fststyle.style import load_image, resolve_image
+from fststyle.train.data import IMAGE_EXTENSIONS
 from fststyle.zoo import resolve_model
 
 CELL = 320  # default grid cell height in pixels

@@ -1,9 +1,8 @@
+import pytest
 import torch
 
-import pytest
-
-from fststyle.train.data import StyleDataModule, list_images, square_crop
 from fststyle.errors import UserError
+from fststyle.train.data import StyleDataModule, list_images, square_crop
 
 
 def test_folder_datamodule_on_real_coco(coco_dir):

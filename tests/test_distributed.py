@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from fststyle.errors import UserError
 from fststyle.train.data import StyleDataModule, list_images
 from fststyle.train.distributed import scaled_optim
-from fststyle.errors import UserError
 from fststyle.train.sharding import SAMPLE_LOG_ENV
 
 from .conftest import ROOT, STYLES

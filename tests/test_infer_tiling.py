@@ -1,5 +1,4 @@
 """Tiling seam bound, colour preservation and strength, the Python API."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

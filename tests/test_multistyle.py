@@ -11,9 +11,9 @@ from PIL import Image
 
 from fststyle.errors import UserError
 from fststyle.export import export_transformer, load_network, load_transformer
-from fststyle.nets.losses import PerceptualLoss
 from fststyle.multistyle import read_metadata, style_mix, style_names
-from fststyle.nets.transformer import ConditionalInstanceNorm2d, TransformerConfig, TransformerNet
+from fststyle.nets.losses import PerceptualLoss
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.nets.vgg import LossNetwork
 from tests.test_infer import infer, picture
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from fststyle.train.data import square_crop
 from fststyle.export import export_transformer
 from fststyle.infer.run import read_image
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.photos import ORIENTATION, output_exif, upright_srgb
 from fststyle.style import load_image
-from fststyle.nets.transformer import TransformerConfig, TransformerNet
+from fststyle.train.data import square_crop
 
 # What a viewer does to the stored pixels for each orientation (Pillow's own table in ImageOps.exif_transpose)
 SHOW = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,

@@ -9,9 +9,9 @@ from PIL import Image
 
 from fststyle.evaluate import main as evaluate_main
 from fststyle.export import export_transformer
-from fststyle.quality import QualityMeter
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.nets.vgg import LossNetwork
+from fststyle.quality import QualityMeter
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from fststyle import export
-from fststyle.train import run as training
 from fststyle.errors import UserError
 from fststyle.export import export_transformer, load_transformer
-from fststyle.train.safety import check_resumable
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.nets.vgg import LossNetwork
+from fststyle.train import run as training
+from fststyle.train.safety import check_resumable
 from tests.badimages import photo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from fststyle import Stylizer
-from fststyle.infer.stylizer import AlignedTransformer
 from fststyle.infer.rewrite import SpaceToDepthConv, SubPixelUpsample, faster_equivalent
+from fststyle.infer.stylizer import AlignedTransformer
 from fststyle.nets.transformer import ConvLayer, TransformerConfig, TransformerNet, Upsample
 
 

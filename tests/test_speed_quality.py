@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from pytorch_lightning.plugins.precision import MixedPrecision
 
-from fststyle.train.module import StyleTransferModule
 from fststyle.style import load_style
+from fststyle.train.module import StyleTransferModule
 from tests.conftest import ROOT
 
 LOSS_RTOL = 0.01  # per loss term, relative (measured: 0.2% at 128 px, Caffe VGG16, starry_night)

@@ -3,13 +3,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from fststyle.train.data import StyleDataModule
 from fststyle.errors import UserError
 from fststyle.export import load_transformer
 from fststyle.nets.losses import build_loss
-from fststyle.style import load_style
-from fststyle.train.run import train
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
+from fststyle.style import load_style
+from fststyle.train.data import StyleDataModule
+from fststyle.train.run import train
 from tests.test_config import CONF
 
 

@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 
 from fststyle.cache import cache_dir, sha256_of
-from fststyle.infer.color import finish
 from fststyle.errors import UserError
+from fststyle.infer.color import finish
 
 # ONNX outputs (onnxruntime and OpenVINO, fp32) match PyTorch fp32 within this (max abs, on [0, 1] pixels): tests/test_infer.py
 ONNX_TOLERANCE = 1e-4
@@ -31,8 +31,8 @@ GRAPH = 2  # bump when the exported graph changes, so cached graphs of older ver
 
 def _aligned(ckpt: str | Path, style: str | dict | None = None):
     from fststyle.export import load_transformer
-    from fststyle.infer.stylizer import AlignedTransformer
     from fststyle.infer.rewrite import faster_equivalent
+    from fststyle.infer.stylizer import AlignedTransformer
 
     net, meta = load_transformer(ckpt, style)
     return AlignedTransformer(faster_equivalent(net)).eval(), meta

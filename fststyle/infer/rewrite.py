@@ -19,8 +19,8 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from fststyle.nets.transformer import ConvLayer, TransformerNet, Upsample
 

@@ -276,8 +276,9 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
     """Images in batches of equal size, videos frame by frame; a one-line summary; unreadable files listed."""
     from tqdm import tqdm
 
+    from fststyle.infer.video import is_video as video
+    from fststyle.infer.video import stylize_video
     from fststyle.photos import output_exif
-    from fststyle.infer.video import is_video as video, stylize_video
 
     start = time.perf_counter()
     images_done, videos_done, frames, skipped = 0, 0, 0, []

@@ -11,12 +11,12 @@ import copy
 from pathlib import Path
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from fststyle.infer.color import finish
 from fststyle.errors import UserError
 from fststyle.export import load_transformer
+from fststyle.infer.color import finish
 from fststyle.infer.rewrite import faster_equivalent
 from fststyle.infer.tiling import ALIGN, stylize_tiled
 from fststyle.nets.transformer import TransformerNet

@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from fststyle.infer.rewrite import SubPixelUpsample
 from fststyle.nets.transformer import TransformerNet, Upsample, to_image

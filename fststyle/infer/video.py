@@ -76,7 +76,6 @@ def stylize_video(
 
         bar = tqdm(total=vin.frames or None, unit="frame", desc=src.name, disable=not progress)
         batch: list[np.ndarray] = []
-        pts: list = []
 
         def flush():
             nonlocal frames

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from fststyle.errors import UserError
 from fststyle.nets.vgg import LossNetwork

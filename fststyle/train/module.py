@@ -12,10 +12,10 @@ from torchvision.utils import make_grid, save_image
 
 from fststyle.errors import UserError
 from fststyle.nets.losses import build_loss
-from fststyle.quality import STYLE_SIZE, QualityMeter
 from fststyle.nets.stability import stability_loss
-from fststyle.style import checksum_for, load_style
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
+from fststyle.quality import STYLE_SIZE, QualityMeter
+from fststyle.style import checksum_for, load_style
 
 log = logging.getLogger(__name__)
 

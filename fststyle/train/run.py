@@ -16,13 +16,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fststyle.cache import sha256_of
 from fststyle.cli import config_dir
-from fststyle.train.distributed import check_launch, scaled_optim
 from fststyle.errors import UserError
 from fststyle.export import check_replaceable, export_transformer, load_network
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
-from fststyle.train.module import StyleTransferModule
-from fststyle.train.sharding import StreamEpoch
 from fststyle.style import checksum_for, expand_styles, resolve_image
+from fststyle.train.distributed import check_launch, scaled_optim
+from fststyle.train.module import StyleTransferModule
 from fststyle.train.safety import (
     EXIT_PREEMPTED,
     AtomicCheckpointIO,
@@ -34,6 +33,7 @@ from fststyle.train.safety import (
     cluster_plugins,
     latest_checkpoint,
 )
+from fststyle.train.sharding import StreamEpoch
 
 log = logging.getLogger(__name__)
 
