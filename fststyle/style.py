@@ -35,7 +35,7 @@ def resolve_image(image: str, sha256: str | None = None) -> Path:
         tmp.unlink(missing_ok=True)
         raise UserError(
             f"could not download style image {image} ({e.__class__.__name__}: {e}); "
-            "pass a local file with style.image=PATH"
+            "pass a local file with style.image=PATH (style=multi: style.images=[PATH,...])"
         ) from None
     if sha256 is not None and (got := sha256_of(tmp)) != sha256:
         tmp.unlink(missing_ok=True)
