@@ -1,4 +1,5 @@
 """logger=wandb logs the exported style as a model artifact and the final sample grid (wandb offline, no network)."""
+import time
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,17 @@ from tests.badimages import photo, photo_folder
 from tests.test_own_style import UNNAMED, compose_train
 
 
-def wandb_records(run_dir: Path) -> bytes:
-    (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # wandb's transaction log of the run
+def wandb_records(run_dir: Path, timeout: float = 60.0) -> bytes:
+    """wandb's transaction log of the run, once its service process has finished writing it (on a busy
+    machine that can trail ``wandb.finish()``: a CI run once read the bare 8-byte header)."""
+    (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    deadline, last = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        size = log.stat().st_size
+        if size == last and size > 8:
+            break
+        last = size
+        time.sleep(1.0)
     return log.read_bytes()
 
 
