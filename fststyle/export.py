@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 import fststyle
 from fststyle.errors import UserError
-from fststyle.multistyle import style_mix, style_names
+from fststyle.multistyle import read_metadata, style_mix, style_names
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 FORMAT = "fststyle.transformer/1"
@@ -67,11 +67,8 @@ def check_replaceable(path: str | Path, style_sha256: str, style_image: str, ove
     if overwrite or not path.exists():
         return
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError):
+        meta = read_metadata(path)
+    except OSError:
         meta = {}
     same = meta.get("style_sha256") == style_sha256 if meta.get("style_sha256") else meta.get("style_image") == style_image
     if meta.get("format") == FORMAT and same:
@@ -121,8 +118,7 @@ def load_transformer(path: str | Path, style: str | dict | None = None) -> tuple
         raise UserError(f"{path} carries {len(names)} styles: pick one with style=NAME or blend with "
                         f"style_mix={{NAME: WEIGHT, ...}}; its styles: {', '.join(names)}")
     mix, label = style_mix(style, names, path)
-    styles = json.loads(meta["styles"]) if isinstance(meta.get("styles"), str) else meta["styles"]
-    picked = styles[names.index(label)] if label in names else {}  # a blend has no one style image
+    picked = meta["styles"][names.index(label)] if label in names else {}  # a blend has no one style image
     meta = {**meta, "style": label, "multi_style": meta.get("style"),
             "style_image": picked.get("image") or "", "style_sha256": picked.get("sha256") or ""}
     return net.single(mix).eval(), meta
@@ -156,6 +152,7 @@ def load_network(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: a safetensors file, but not an fststyle style file (format={meta.get('format')!r})")
     meta["architecture"] = json.loads(meta["architecture"])
+    meta["styles"] = json.loads(meta.get("styles") or "[]")  # as a .ckpt's: a list, [] for one style
     state = {k: v.float() for k, v in state.items()}
     return _rebuild(meta["architecture"], state, path), meta
 

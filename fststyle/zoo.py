@@ -37,12 +37,11 @@ def resolve_model(spec: str) -> tuple[Path, str]:
 
 def describe() -> list[dict]:
     """Each shipped style's metadata, for ``ckpt=list`` and ``python -m fststyle.zoo``."""
-    from safetensors import safe_open
+    from fststyle.multistyle import read_metadata  # the header alone: ckpt=list needs no torch
 
     rows = []
     for name in names():
-        with safe_open(str(ZOO_DIR / f"{name}.safetensors"), framework="pt") as f:
-            meta = dict(f.metadata() or {})
+        meta = read_metadata(ZOO_DIR / f"{name}.safetensors")
         training = json.loads(meta.get("training", "{}") or "{}")
         rows.append({"name": name, "recipe": recipe(json.loads(meta.get("config", "{}") or "{}")), **training,
                      "fststyle": meta.get("fststyle_version")})
@@ -69,8 +68,8 @@ def add(src: str | Path, name: str | None = None) -> Path:
     net, meta = load_network(src)
     style = public({"name": meta["style"], "image": meta.get("style_image", ""), "sha256": meta.get("style_sha256", "")})
     style["name"] = name or style["name"]
-    if meta.get("styles"):  # a multi-style file: each of its styles, in order
-        style["styles"] = [public(s) for s in json.loads(meta["styles"])]
+    if meta["styles"]:  # a multi-style file: each of its styles, in order
+        style["styles"] = [public(s) for s in meta["styles"]]
     config = json.loads(meta.get("config") or "{}")
     training = json.loads(meta.get("training") or "{}")
     return export_transformer(net, ZOO_DIR / f"{style['name']}.safetensors", style, config, training, half=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from fststyle.cli import config_dir
 from fststyle.errors import UserError
 from fststyle.export import check_replaceable, export_transformer, load_network
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
+from fststyle.multistyle import read_metadata
 from fststyle.style import checksum_for, expand_styles, resolve_image
 from fststyle.train.distributed import check_launch, scaled_optim
 from fststyle.train.module import StyleTransferModule
@@ -108,11 +108,8 @@ def resume_checkpoint(cfg: DictConfig, checkpoint_dir: Path) -> str | None:
 def log_artifact(logger: WandbLogger, path: Path, name: str) -> None:
     """The exported style file as a wandb model artifact named after the style, its metadata attached."""
     import wandb
-    from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        metadata = dict(f.metadata() or {})
-    artifact = wandb.Artifact(name=name, type="model", metadata=metadata)
+    artifact = wandb.Artifact(name=name, type="model", metadata=read_metadata(path))
     artifact.add_file(str(path))
     logger.experiment.log_artifact(artifact)
 
@@ -160,7 +157,7 @@ def style_digest(style: dict) -> tuple[str, str]:
 def add_to(base, style: dict) -> dict:
     """``init_from=FILE``: the file's styles first (their norm tables kept), then the new names; only ``style.names`` train."""
     net, meta = base
-    known = json.loads(meta["styles"]) if isinstance(meta.get("styles"), str) else meta.get("styles") or []
+    known = meta["styles"]
     if not known:  # a one-style file: its style is row 0
         known = [{"name": meta.get("style") or "style", "image": meta.get("style_image"), "sha256": meta.get("style_sha256")}]
     names = [s["name"] for s in known]
