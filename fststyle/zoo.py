@@ -52,8 +52,11 @@ def recipe(config: dict) -> str:
     """The settings that decide a style's look, from a training config."""
     loss, style, optim = config.get("loss", {}), config.get("style", {}), config.get("optim", {})
     stability = f", stability_weight {loss['stability_weight']:g}" if loss.get("stability_weight") else ""
+    scales = style.get("layers") or {}
+    layers = {k: w * scales.get(k, 1.0) for k, w in loss.get("style_layers", {}).items()}
+    scaled = "".join(f", {k} x{w:g}" for k, w in layers.items() if w != 1)
     return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}, "
-            f"style.size {style.get('size')}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}")
+            f"style.size {style.get('size')}{scaled}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}")
 
 
 def add(src: str | Path, name: str | None = None) -> Path:

@@ -1,6 +1,6 @@
 import torch
 
-from fststyle.nets.losses import PerceptualLoss, channel_mean, content_loss, gram_matrix, style_loss, total_variation
+from fststyle.nets.losses import PerceptualLoss, build_loss, channel_mean, content_loss, gram_matrix, style_loss, total_variation
 from fststyle.nets.vgg import LossNetwork
 
 
@@ -59,3 +59,22 @@ def test_style_targets_load_from_a_checkpoint_before_set_style():
     a.set_style(torch.rand(1, 3, 16, 16))
     b.load_state_dict(a.state_dict())
     assert bool(b.style_ready) and torch.equal(a.style_relu1_2, b.style_relu1_2)
+
+
+def test_a_style_scales_its_layers_of_the_loss():
+    """conf/style/udnie.yaml's ``layers`` multiplies loss.style_layers' relu4_3 weight for that style only;
+    a layer the loss was told not to use stays out, and a multi-style loss keeps the shared weights."""
+    from tests.test_config import compose_train
+
+    def layers(overrides):
+        cfg = compose_train(["loss.weights=random", *overrides])
+        return build_loss(dict(cfg.loss), dict(cfg.style)).style_layers
+
+    assert layers(["style=candy"])["relu4_3"] == 1.0
+    assert layers(["style=udnie"])["relu4_3"] == 10000.0
+    assert layers(["style=udnie", "loss.style_layers.relu4_3=2"])["relu4_3"] == 20000.0
+    assert layers(["style=candy", "style.layers.relu4_3=30"])["relu4_3"] == 30.0
+    assert "relu4_3" not in layers(["style=udnie", "~loss.style_layers.relu4_3"])
+    multi = {"weight": 1.0, "styles": [{"weight": 4.5, "layers": {"relu4_3": 1e4}}, {"weight": 1.0}]}
+    cfg = compose_train(["loss.weights=random"])
+    assert build_loss(dict(cfg.loss), multi).style_layers["relu4_3"] == 1.0

@@ -167,19 +167,28 @@ class PerceptualLoss(nn.Module):
 
 def build_loss(loss: Mapping, style: Mapping) -> "PerceptualLoss":
     """The perceptual loss of a ``loss`` config group, with ``style['weight']`` on the style term
-    (a multi-style config: each of ``style['styles']`` with its own weight)."""
+    (a multi-style config: each of ``style['styles']`` with its own weight).
+
+    ``style['layers']`` multiplies the weights of ``loss['style_layers']`` for one style: with mse
+    normalisation relu4_3's Gram term is ~1e4 times smaller than the others', so a style that needs the
+    painting's large forms scales it up (docs/QUALITY.md). Layers the loss does not use stay out."""
     styles = style.get("styles") or [style]
+    style_layers = dict(loss["style_layers"])
+    if len(styles) == 1:
+        for name, scale in (style.get("layers") or {}).items():
+            if name in style_layers:
+                style_layers[name] = style_layers[name] * float(scale)
     network = LossNetwork(
         network=loss["network"],
         weights=str(loss["weights"]),
-        layers=[*loss["content_layers"], *loss["style_layers"]],
+        layers=[*loss["content_layers"], *style_layers],
         pooling=loss.get("pooling", "max"),
         preprocessing=loss.get("preprocessing", "auto"),
     )
     return PerceptualLoss(
         network,
         content_layers=loss["content_layers"],
-        style_layers=loss["style_layers"],
+        style_layers=style_layers,
         content_weight=loss["content_weight"],
         style_weight=1.0 if len(styles) > 1 else style["weight"],
         tv_weight=loss["tv_weight"],
