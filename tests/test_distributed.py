@@ -25,6 +25,8 @@ TINY = [
     "data.batch_size=2",
     "data.num_workers=0",
     "style.size=128",
+    "style.weight=0.6",  # the balance the 20-step loss-fall check was set on (starry's shipped relu4_3 x1e5
+    "style.layers.relu4_3=1",  # falls 24% in those 20 steps, measured, not 30%)
     "logger=csv",
     "trainer.log_every_n_steps=1",
 ]
