@@ -23,7 +23,7 @@ GRAD_COSINE = 0.999  # of the transformer's whole gradient (measured: 0.9998)
 def module_for(style: str, weights: str, channels_last: bool) -> StyleTransferModule:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         # the balance these tolerances were measured on (style.weight 0.6, relu4_3 x1); with starry_night's
-        # shipped relu4_3 x1e5 the bf16 Gram of relu4_3 dominates and the cosine is 0.9967 (docs/BENCHMARKS.md)
+        # shipped relu4_3 x1e5 that deepest layer dominates the gradient and the cosine is 0.9967 (docs/BENCHMARKS.md)
         cfg = compose("train", overrides=[f"style.image={style}", f"loss.weights={weights}", "style.weight=0.6",
                                           "style.layers.relu4_3=1", "logger=none", "run_dir=unused"])
     c = OmegaConf.to_container(cfg, resolve=True)
