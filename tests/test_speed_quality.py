@@ -14,7 +14,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 
 from fststyle.style import load_style
 from fststyle.train.module import StyleTransferModule
-from tests.conftest import ROOT
+from tests.conftest import PIPE_TEST_BALANCE, ROOT
 
 LOSS_RTOL = 0.01  # per loss term, relative (measured: 0.2% at 128 px, Caffe VGG16, starry_night)
 GRAD_COSINE = 0.999  # of the transformer's whole gradient (measured: 0.9998)
@@ -22,10 +22,9 @@ GRAD_COSINE = 0.999  # of the transformer's whole gradient (measured: 0.9998)
 
 def module_for(style: str, weights: str, channels_last: bool) -> StyleTransferModule:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        # the balance these tolerances were measured on (style.weight 0.6, relu4_3 x1); with starry_night's
-        # shipped relu4_3 x1e5 that deepest layer dominates the gradient and the cosine is 0.9967 (docs/BENCHMARKS.md)
-        cfg = compose("train", overrides=[f"style.image={style}", f"loss.weights={weights}", "style.weight=0.6",
-                                          "style.layers.relu4_3=1", "logger=none", "run_dir=unused"])
+        # the balance these tolerances were measured on (docs/BENCHMARKS.md)
+        cfg = compose("train", overrides=[f"style.image={style}", f"loss.weights={weights}", *PIPE_TEST_BALANCE,
+                                          "logger=none", "run_dir=unused"])
     c = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(0)
     module = StyleTransferModule(c["model"], c["loss"], c["style"], c["optim"], speed={"channels_last": channels_last})

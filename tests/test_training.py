@@ -10,6 +10,7 @@ from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.style import load_style
 from fststyle.train.data import StyleDataModule
 from fststyle.train.run import train
+from tests.conftest import PIPE_TEST_BALANCE
 from tests.test_config import CONF
 
 
@@ -17,9 +18,7 @@ from tests.test_config import CONF
 def trained(tmp_path_factory, coco_dir_path, vgg_path, style_path):
     out = tmp_path_factory.mktemp("run")
     overrides = [
-        # the pre-2026-11-26 balance (style.weight 0.6, relu4_3 x1): the shipped starry recipe weights relu4_3
-        # x1e5, whose large forms need hundreds of steps, not this test's 30 at 128 px
-        f"style.image={style_path}", "style.weight=0.6", "style.layers.relu4_3=1", "data=folder", f"data.path={coco_dir_path}", f"loss.weights={vgg_path}",
+        f"style.image={style_path}", *PIPE_TEST_BALANCE, "data=folder", f"data.path={coco_dir_path}", f"loss.weights={vgg_path}",
         "logger=csv", "trainer.max_steps=30", "data.image_size=128", "data.num_workers=0",
         "trainer.val_check_interval=15", "trainer.log_every_n_steps=1", f"run_dir={out}", f"export_dir={out}/exports",
     ]
