@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 __all__ = ["Stylizer"]
 
 try:  # the resolvers conf/ uses, for every way of composing it (entry points, tests, benches, the compose API)
-    from fststyle.cli import register_resolvers
+    from fststyle.config import register_resolvers
 
     register_resolvers()
 except ImportError:  # omegaconf missing: only the torch-free inference API is used

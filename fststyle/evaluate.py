@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import torch
 from PIL import Image, ImageDraw
 
-from fststyle.errors import UserError
+from fststyle.errors import UserError, exit_code
 from fststyle.multistyle import read_metadata, style_names
 from fststyle.nets.stability import consecutive_difference, pan_clip, warped_difference
 from fststyle.nets.vgg import LossNetwork
@@ -227,24 +227,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pan", default="1,2", help="that clip's motion, DY,DX pixels per frame (default 1,2: below the stride of 4)")
     parser.add_argument("--video", help="also measure frame-to-frame flicker on this video file")
     args = parser.parse_args(argv)
-    try:
-        pan = tuple(int(v) for v in args.pan.split(","))
-        if len(pan) != 2 or min(pan) < 0:
-            raise ValueError
-    except ValueError:
-        print(f"error: --pan must be DY,DX (whole pixels >= 0), got {args.pan!r}", file=sys.stderr)
-        return 2
-    try:
+
+    def run() -> None:
+        try:
+            pan = tuple(int(v) for v in args.pan.split(","))
+            if len(pan) != 2 or min(pan) < 0:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--pan must be DY,DX (whole pixels >= 0), got {args.pan!r}") from None
         rows = evaluate(
             args.models, args.photos, args.out, args.size, args.weights, args.styles, args.style_image, args.device, args.cell,
             args.flicker, pan, args.video,
         )
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print_table(rows)
-    print(f"wrote {Path(args.out) / 'grid.jpg'}, metrics.csv, metrics.json")
-    return 0
+        print_table(rows)
+        print(f"wrote {Path(args.out) / 'grid.jpg'}, metrics.csv, metrics.json")
+
+    return exit_code(run)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import fststyle
-from fststyle.errors import UserError
+from fststyle.atomic import atomic_path
+from fststyle.errors import UserError, exit_code
 from fststyle.multistyle import read_metadata, style_mix, style_names
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
@@ -39,7 +39,6 @@ def export_transformer(
     ``half``: fp16 weights, half the size (the shipped styles); they load back as fp32.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "format": FORMAT,
         "fststyle_version": fststyle.__version__,
@@ -54,10 +53,8 @@ def export_transformer(
         metadata["styles"] = json.dumps([{k: s.get(k) for k in ("name", "image", "sha256")} for s in style["styles"]])
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in transformer.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; a style file is meant to be shared
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -80,16 +77,50 @@ def check_replaceable(path: str | Path, style_sha256: str, style_image: str, ove
     )
 
 
-def _rebuild(architecture: dict, state: dict[str, torch.Tensor], source: Path) -> TransformerNet:
-    try:
-        net = TransformerNet(TransformerConfig(**architecture))
-    except TypeError as e:
-        raise UserError(f"{source}: unknown architecture {architecture} ({e})") from None
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise UserError(f"{source}: weights do not fit architecture {architecture}: {str(e).splitlines()[0]}") from None
+# What a style file may ask for: far beyond any network worth shipping, far below what would take the machine.
+ARCHITECTURE_BOUNDS = {"base_channels": (1, 1024), "residual_blocks": (0, 64), "styles": (1, 10_000)}
+UPSAMPLE_MODES = ("nearest", "transpose")
+
+
+def check_architecture(architecture, source: Path) -> TransformerConfig:
+    """The ``architecture`` metadata as a config, every field's type and bounds checked before anything is built."""
+    if not isinstance(architecture, dict):
+        raise UserError(f"{source}: architecture metadata is not a JSON object: {architecture!r:.200}")
+    unknown = sorted(set(architecture) - set(TransformerConfig.__dataclass_fields__))
+    if unknown:
+        raise UserError(f"{source}: unknown architecture field {unknown[0]!r}")
+    config = TransformerConfig(**architecture)
+    for key, (low, high) in ARCHITECTURE_BOUNDS.items():
+        value = getattr(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise UserError(f"{source}: architecture {key}={value!r:.50} is not a whole number in {low}..{high}")
+    if config.upsample not in UPSAMPLE_MODES:
+        raise UserError(f"{source}: architecture upsample={config.upsample!r:.50} is not one of {', '.join(UPSAMPLE_MODES)}")
+    return config
+
+
+def check_shapes(config: TransformerConfig, shapes: dict[str, tuple[int, ...]], source: Path) -> None:
+    """The file's tensor shapes against those the architecture implies, computed on the meta device (no memory)."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in TransformerNet(config).state_dict().items()}
+    for key in sorted(set(expected) | set(shapes)):
+        if expected.get(key) != shapes.get(key):
+            raise UserError(f"{source}: weights do not fit architecture {config.to_dict()}: "
+                            f"{key} is {shapes.get(key, 'missing')}, expected {expected.get(key, 'no such weight')}")
+
+
+def _rebuild(config: TransformerConfig, state: dict[str, torch.Tensor], source: Path) -> TransformerNet:
+    check_shapes(config, {k: tuple(v.shape) for k, v in state.items()}, source)
+    net = TransformerNet(config)
+    net.load_state_dict(state)
     return net.eval()
+
+
+def _json_field(meta: dict, key: str, default: str, source: Path):
+    try:
+        return json.loads(meta.get(key) or default)
+    except ValueError:
+        raise UserError(f"{source}: its {key} metadata is not JSON") from None
 
 
 def read_lightning_checkpoint(path: Path) -> tuple[dict, dict]:
@@ -140,21 +171,29 @@ def load_network(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
             "style_sha256": style.get("sha256") or "", "architecture": architecture,
             "styles": style.get("styles") or [],
         }
-        return _rebuild(architecture, state, path), meta
-    try:
-        from safetensors import safe_open
+        return _rebuild(check_architecture(architecture, path), state, path), meta
+    from safetensors import safe_open
 
+    def unreadable(e: Exception) -> UserError:
+        return UserError(f"{path}: not an fststyle style file (.safetensors) or training checkpoint (.ckpt): {e}")
+
+    try:  # the header first: metadata and shapes are checked before any tensor is read
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
-        state = load_file(str(path))
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path}: not an fststyle style file (.safetensors) or training checkpoint (.ckpt): {e}") from None
+        raise unreadable(e) from None
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: a safetensors file, but not an fststyle style file (format={meta.get('format')!r})")
-    meta["architecture"] = json.loads(meta["architecture"])
-    meta["styles"] = json.loads(meta.get("styles") or "[]")  # as a .ckpt's: a list, [] for one style
-    state = {k: v.float() for k, v in state.items()}
-    return _rebuild(meta["architecture"], state, path), meta
+    meta["architecture"] = _json_field(meta, "architecture", "", path)
+    meta["styles"] = _json_field(meta, "styles", "[]", path)  # as a .ckpt's: a list, [] for one style
+    config = check_architecture(meta["architecture"], path)
+    check_shapes(config, shapes, path)
+    try:
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise unreadable(e) from None
+    return _rebuild(config, state, path), meta
 
 
 def export_checkpoint(ckpt: str | Path, export_dir: str | Path) -> Path:
@@ -171,12 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ckpt", help="Lightning checkpoint, e.g. outputs/starry_night/checkpoints/last.ckpt")
     parser.add_argument("export_dir", nargs="?", default="exports")
     args = parser.parse_args(argv)
-    try:
-        print(export_checkpoint(args.ckpt, args.export_dir))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: print(export_checkpoint(args.ckpt, args.export_dir)))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from fststyle.atomic import atomic_path
 from fststyle.errors import UserError
-from fststyle.hardware import resolve_precision
 from fststyle.nets.losses import PerceptualLoss, build_loss
-from fststyle.style import checksum_for, load_image, resolve_image
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
@@ -73,7 +71,7 @@ class OptimizeSettings:
         return sum(self.iterations)
 
 
-def build_gatys_loss(loss: DictConfig | dict) -> PerceptualLoss:
+def build_gatys_loss(loss: dict) -> PerceptualLoss:
     """The shared loss with the Gatys config group's α (content_weight) and β (style_weight); paper normalisation."""
     return build_loss({**loss, "normalization": loss.get("normalization", "paper")}, {"weight": loss["style_weight"]})
 
@@ -183,8 +181,8 @@ def intermediate_path(output: Path, iteration: int) -> Path:
 def save_image(image: torch.Tensor, path: Path) -> None:
     import torchvision.transforms.functional as TF
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    TF.to_pil_image(image[0].clamp(0, 1).cpu()).save(path)
+    with atomic_path(path) as tmp:
+        TF.to_pil_image(image[0].clamp(0, 1).cpu()).save(tmp)
 
 
 def pick_device(name: str) -> torch.device:
@@ -194,46 +192,3 @@ def pick_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as e:
         raise UserError(f"device: {e}") from None
-
-
-def settings_from_config(cfg: DictConfig, device_type: str = "cpu") -> OptimizeSettings:
-    """The run's settings; ``precision=auto`` becomes this device's choice (fststyle/hardware.py)."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    fields = {k: plain[k] for k in OptimizeSettings.__dataclass_fields__ if k in plain}
-    fields["precision"] = resolve_precision(str(fields.get("precision", "fp32")), device_type)
-    return OptimizeSettings(**fields)
-
-
-def run_optimize(cfg: DictConfig) -> Path:
-    """``infer.py method=optimize``: read, optimise, write; every user mistake is caught before the work."""
-    src, dst = Path(cfg.input), Path(cfg.output)
-    if src.is_dir():
-        raise UserError(f"input: method=optimize stylizes one image, {str(src)!r} is a folder")
-    if not src.is_file():
-        raise UserError(f"input: no such file {str(src)!r}")
-    device = pick_device(str(cfg.get("device", "cpu")))
-    settings = settings_from_config(cfg, device.type)
-    planned = [dst]
-    if settings.save_every:
-        planned += [intermediate_path(dst, i) for i in range(settings.save_every, settings.total_iterations + 1, settings.save_every)]
-    existing = [str(p) for p in planned if p.exists()]
-    if existing and not cfg.get("overwrite", False):
-        raise UserError(f"output: {existing[0]!r} exists{' (and more)' if len(existing) > 1 else ''}; pass overwrite=true to replace")
-    if src.resolve() in {p.resolve() for p in planned}:
-        raise UserError("output: would write over the input image")
-
-    content = load_image(src, cfg.get("size")).to(device)
-    style = load_image(resolve_image(cfg.style.image, checksum_for(cfg.style))).to(device)
-    loss = build_gatys_loss(cfg.loss).to(device)
-
-    def on_iteration(i: int, image: torch.Tensor) -> None:
-        if settings.save_every and i % settings.save_every == 0:
-            save_image(image, intermediate_path(dst, i))
-
-    image, history = optimize_image(loss, content, style, settings, on_iteration)
-    save_image(image, dst)
-    if history:
-        final = ", ".join(f"{k}={v:.4g}" for k, v in history[-1].items())
-        print(f"{len(history)} iterations on {loss.network.network}; final loss {final}")
-    print(f"wrote {dst}")
-    return dst

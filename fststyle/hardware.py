@@ -17,6 +17,7 @@ import os
 import platform
 from functools import lru_cache
 
+from fststyle.atomic import write_text
 from fststyle.cache import cache_dir
 
 log = logging.getLogger(__name__)
@@ -152,10 +153,7 @@ def cached_probe() -> float:
         known[key] = round(probe_speedup(), 3)
         log.info("bf16/fp32 convolution speed on %s: %.2fx", name, known[key])
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(known, indent=1))
-            os.replace(tmp, path)
+            write_text(path, json.dumps(known, indent=1))
         except OSError:
             pass  # a read-only cache only costs the probe again next time
     return float(known[key])

@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 import torch
 import torchvision.transforms.functional as TF
 
+from fststyle.atomic import atomic_path
 from fststyle.cache import cache_dir, sha256_of
 from fststyle.errors import UserError
 from fststyle.photos import fit_long_side, open_rgb
@@ -15,6 +16,11 @@ from fststyle.photos import fit_long_side, open_rgb
 
 def is_url(s: str) -> bool:
     return urlparse(str(s)).scheme in ("http", "https")
+
+
+def absolute_image(image: str) -> str:
+    """A local style image by its absolute path (symlinks kept), so an export's metadata finds it from any folder."""
+    return str(image) if is_url(image) else os.path.abspath(Path(str(image)).expanduser())
 
 
 def resolve_image(image: str, sha256: str | None = None) -> Path:
@@ -27,20 +33,16 @@ def resolve_image(image: str, sha256: str | None = None) -> Path:
     dest = cache_dir() / "styles" / Path(urlparse(image).path).name
     if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(f"{dest.suffix}.{os.getpid()}.part")  # DDP ranks may fetch the same style at once
-    try:
-        torch.hub.download_url_to_file(image, str(tmp), progress=True)
-    except Exception as e:  # noqa: BLE001 - network errors come in many classes
-        tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"could not download style image {image} ({e.__class__.__name__}: {e}); "
-            "pass a local file with style.image=PATH (style=multi: style.images=[PATH,...])"
-        ) from None
-    if sha256 is not None and (got := sha256_of(tmp)) != sha256:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"style image {image} has sha256 {got}, expected {sha256}")
-    tmp.replace(dest)
+    with atomic_path(dest) as tmp:  # DDP ranks may fetch the same style at once
+        try:
+            torch.hub.download_url_to_file(image, str(tmp), progress=True)
+        except Exception as e:  # noqa: BLE001 - network errors come in many classes
+            raise UserError(
+                f"could not download style image {image} ({e.__class__.__name__}: {e}); "
+                "pass a local file with style.image=PATH (style=multi: style.images=[PATH,...])"
+            ) from None
+        if sha256 is not None and (got := sha256_of(tmp)) != sha256:
+            raise UserError(f"style image {image} has sha256 {got}, expected {sha256}")
     return dest
 
 
@@ -61,38 +63,3 @@ def checksum_for(style) -> str | None:
 def load_style(image: str, sha256: str | None = None, size: int | None = None) -> torch.Tensor:
     return load_image(resolve_image(image, sha256), size)
 
-
-def expand_styles(style: dict, config_dir: Path) -> dict:
-    """A multi-style config (conf/style/multi.yaml) with ``styles``: one entry per name of ``style.names``,
-    each its ``conf/style/<name>.yaml`` (image, sha256, size, weight), ``style.images`` replacing the images
-    and a non-null ``style.size``/``style.weight`` replacing every style's."""
-    from omegaconf import OmegaConf
-
-    names = [str(n) for n in style.get("names") or []]
-    images = style.get("images")
-    if not names:
-        raise UserError("style=multi needs style.names=[NAME,...]: the conf/style/ entries to train together")
-    if len(set(names)) != len(names):
-        raise UserError(f"style.names lists a style twice: {names}")
-    if images is not None and len(images) != len(names):
-        raise UserError(f"style.images has {len(images)} images for {len(names)} style.names")
-    available = sorted(p.stem for p in (config_dir / "style").glob("*.yaml") if p.stem not in ("multi", "custom"))
-    styles = []
-    for i, name in enumerate(names):
-        path = config_dir / "style" / f"{name}.yaml"
-        if name in ("multi", "custom") or not path.is_file():
-            if images is None:
-                raise UserError(f"style.names: no style {name!r} (available: {', '.join(available)}); "
-                                "a picture of your own needs style.images=[...] too")
-            path = config_dir / "style" / "custom.yaml"
-        entry = OmegaConf.load(path)
-        if images is not None:
-            entry.image = str(images[i])
-        entry.name = name
-        entry = OmegaConf.to_container(entry, resolve=True)
-        entry["sha256"] = checksum_for(entry)
-        for key in ("size", "weight"):
-            if style.get(key) is not None:
-                entry[key] = style[key]
-        styles.append({k: entry.get(k) for k in ("name", "image", "sha256", "size", "weight")})
-    return {**style, "styles": styles}

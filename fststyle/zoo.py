@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from fststyle.errors import UserError
+from fststyle.errors import UserError, exit_code
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 
@@ -80,19 +80,20 @@ def add(src: str | Path, name: str | None = None) -> Path:
 
 def public(style: dict) -> dict:
     """A style whose conf/style/ entry exists, with that entry's URL and checksum instead of a local path."""
-    import yaml
+    from fststyle.config import style_catalogue, style_entry
 
-    from fststyle.cli import config_dir
-
-    conf = config_dir() / "style" / f"{style['name']}.yaml"
-    if conf.is_file() and style["name"] not in ("multi", "custom"):
-        known = yaml.safe_load(conf.read_text())
-        return {**style, "image": known["url"], "sha256": known.get("sha256", "")}
+    if style["name"] in style_catalogue():
+        known = style_entry(style["name"])
+        return {**style, "image": known["url"], "sha256": known.get("sha256") or ""}
     return style
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    return exit_code(lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["add"]:  # add EXPORT [EXPORT ...] | add EXPORT --name NAME
         if "--name" in argv:
             i = argv.index("--name")

@@ -7,7 +7,8 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from fststyle.errors import UserError
-from fststyle.gatys import OptimizeSettings, build_gatys_loss, intermediate_path, optimize_image, run_optimize
+from fststyle.gatys import OptimizeSettings, build_gatys_loss, intermediate_path, optimize_image
+from fststyle.infer.run import run_optimize
 from fststyle.nets.losses import content_loss, gram_matrix, style_loss
 from fststyle.nets.vgg import LossNetwork, layer_names
 
@@ -74,7 +75,7 @@ def test_auto_network_is_vgg19_for_named_weights():
 
 @pytest.mark.parametrize("preset", OPTIMIZE_PRESETS)
 def test_each_optimize_preset_composes(preset):
-    from fststyle.gatys import settings_from_config
+    from fststyle.infer.run import settings_from_config
 
     settings = settings_from_config(infer_cfg(f"optimize={preset}"))
     assert len(settings.iterations) == len(settings.scales) + 1 and settings.lr > 0
@@ -175,7 +176,7 @@ def test_bf16_vgg_passes_end_no_worse_than_fp32(vgg16_caffe, starry_night, chica
 
 def test_precision_auto_is_resolved_for_the_settings(monkeypatch):
     from fststyle import hardware
-    from fststyle.gatys import settings_from_config
+    from fststyle.infer.run import settings_from_config
 
     monkeypatch.setattr(hardware, "cpu_info", lambda: ("Test CPU", frozenset({"amx_bf16"})))
     assert settings_from_config(infer_cfg()).precision == "bf16"

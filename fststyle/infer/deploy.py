@@ -19,6 +19,7 @@ import json
 import os
 from pathlib import Path
 
+from fststyle.atomic import atomic_path
 from fststyle.cache import cache_dir, sha256_of
 from fststyle.errors import UserError
 from fststyle.infer.color import finish
@@ -47,24 +48,23 @@ def export_onnx(ckpt: str | Path, path: str | Path, style: str | dict | None = N
 
     model, meta = _aligned(ckpt, style)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     axes = {0: "batch", 2: "height", 3: "width"}
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: traced dynamically, checked by tests
-        torch.onnx.export(
-            model, (torch.rand(1, 3, 64, 64),), str(tmp), input_names=["image"], output_names=["stylized"],
-            dynamic_axes={"image": axes, "stylized": axes}, opset_version=OPSET, dynamo=False,
-        )
     import onnx
 
-    graph = onnx.load(str(tmp))
-    for key in ("style", "format", "fststyle_version"):
-        if meta.get(key):
-            graph.metadata_props.add(key=key, value=str(meta[key]))
-    onnx.save(graph, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a unique temp name: processes exporting the same style at once never collide
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: traced dynamically, checked by tests
+            torch.onnx.export(
+                model, (torch.rand(1, 3, 64, 64),), str(tmp), input_names=["image"], output_names=["stylized"],
+                dynamic_axes={"image": axes, "stylized": axes}, opset_version=OPSET, dynamo=False,
+            )
+        graph = onnx.load(str(tmp))
+        for key in ("style", "format", "fststyle_version"):
+            if meta.get(key):
+                graph.metadata_props.add(key=key, value=str(meta[key]))
+        onnx.save(graph, str(tmp))
     return path
 
 
@@ -74,9 +74,8 @@ def export_torchscript(ckpt: str | Path, path: str | Path, style: str | dict | N
 
     model, _ = _aligned(ckpt, style)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.jit.script(model).save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.jit.script(model).save(str(tmp))
     return path
 
 

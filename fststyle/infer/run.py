@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from fststyle.atomic import atomic_path
 from fststyle.errors import UserError
 from fststyle.hardware import PRECISIONS, resolve_precision
 
@@ -27,8 +28,6 @@ TILE_AUTO = {"cuda": (4096 * 4096, 4096), "other": (2048 * 2048, 1024)}
 
 def run(cfg: DictConfig) -> Path:
     if cfg.method == "optimize":  # Gatys et al.: optimise the pixels, no trained network
-        from fststyle.gatys import run_optimize
-
         return run_optimize(cfg)
     if cfg.method != "fast":
         raise UserError(f"method must be 'fast' (a trained style file, ckpt=) or 'optimize' (Gatys), got {cfg.method!r}")
@@ -262,14 +261,12 @@ def write_image(array, path: Path, exif: bytes | None = None) -> None:
     """Atomically; ``exif`` (the photo's, orientation reset) is kept where the format holds EXIF."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part{path.suffix}")
     suffix = path.suffix.lower()
     options = {"quality": 95} if suffix in (".jpg", ".jpeg", ".webp") else {}
     if exif and suffix in (".jpg", ".jpeg", ".webp", ".png", ".tif", ".tiff"):
         options["exif"] = exif
-    Image.fromarray(array).save(tmp, **options)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # the temp name keeps the suffix: PIL picks the format by it
+        Image.fromarray(array).save(tmp, **options)
 
 
 def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, show_progress: bool) -> Path:
@@ -346,5 +343,54 @@ def export(cfg: DictConfig, ckpt: Path, style: str | dict | None = None) -> Path
         dst = dst / (ckpt.stem + EXPORTS[cfg.export])
     check_outputs([(ckpt, dst)], dst.parent, bool(cfg.overwrite))
     (export_onnx if cfg.export == "onnx" else export_torchscript)(ckpt, dst, style)
+    print(f"wrote {dst}")
+    return dst
+
+
+def settings_from_config(cfg: DictConfig, device_type: str = "cpu"):
+    """The run's ``gatys.OptimizeSettings``: conf/optimize is ``@package _global_``, so its keys are top-level;
+    ``precision=auto`` becomes this device's choice (fststyle/hardware.py)."""
+    from fststyle.gatys import OptimizeSettings
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    fields = {k: plain[k] for k in OptimizeSettings.__dataclass_fields__ if k in plain}
+    fields["precision"] = resolve_precision(str(fields.get("precision", "fp32")), device_type)
+    return OptimizeSettings(**fields)
+
+
+def run_optimize(cfg: DictConfig) -> Path:
+    """``infer.py method=optimize``: read, optimise, write; every user mistake is caught before the work."""
+    from fststyle.gatys import build_gatys_loss, intermediate_path, optimize_image, pick_device, save_image
+    from fststyle.style import checksum_for, load_image, resolve_image
+
+    src, dst = Path(cfg.input), Path(cfg.output)
+    if src.is_dir():
+        raise UserError(f"input: method=optimize stylizes one image, {str(src)!r} is a folder")
+    if not src.is_file():
+        raise UserError(f"input: no such file {str(src)!r}")
+    device = pick_device(str(cfg.get("device", "cpu")))
+    settings = settings_from_config(cfg, device.type)
+    planned = [dst]
+    if settings.save_every:
+        planned += [intermediate_path(dst, i) for i in range(settings.save_every, settings.total_iterations + 1, settings.save_every)]
+    existing = [str(p) for p in planned if p.exists()]
+    if existing and not cfg.get("overwrite", False):
+        raise UserError(f"output: {existing[0]!r} exists{' (and more)' if len(existing) > 1 else ''}; pass overwrite=true to replace")
+    if src.resolve() in {p.resolve() for p in planned}:
+        raise UserError("output: would write over the input image")
+
+    content = load_image(src, cfg.get("size")).to(device)
+    style = load_image(resolve_image(cfg.style.image, checksum_for(OmegaConf.to_container(cfg.style, resolve=True)))).to(device)
+    loss = build_gatys_loss(OmegaConf.to_container(cfg.loss, resolve=True)).to(device)
+
+    def on_iteration(i: int, image) -> None:
+        if settings.save_every and i % settings.save_every == 0:
+            save_image(image, intermediate_path(dst, i))
+
+    image, history = optimize_image(loss, content, style, settings, on_iteration)
+    save_image(image, dst)
+    if history:
+        final = ", ".join(f"{k}={v:.4g}" for k, v in history[-1].items())
+        print(f"{len(history)} iterations on {loss.network.network}; final loss {final}")
     print(f"wrote {dst}")
     return dst

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from fststyle.atomic import atomic_path
 from fststyle.errors import UserError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi", ".m4v"}
@@ -46,76 +47,75 @@ def stylize_video(
     except (av.FFmpegError, OSError) as e:
         raise UserError(f"cannot read video {str(src)!r}: {e}") from None
     suffix = dst.suffix.lower()
-    tmp = dst.with_name(dst.name + ".part" + dst.suffix)
-    frames = 0
-    with source, av.open(str(tmp), "w") as sink:
-        if not source.streams.video:
-            raise UserError(f"{src}: no video stream")
-        vin = source.streams.video[0]
-        vin.thread_type = "AUTO"
-        rate = vin.average_rate or vin.guessed_rate or 25
-        codec, pix_fmt = VIDEO_CODECS.get(suffix, ("libx264", "yuv420p"))
-        vout = sink.add_stream(codec, rate=rate)
-        vout.pix_fmt = pix_fmt
-        width, height = vin.codec_context.width, vin.codec_context.height
-        if size:
-            scale = size / max(width, height)
-            width, height = round(width * scale / 2) * 2, round(height * scale / 2) * 2
-        vout.width, vout.height = width // 2 * 2, height // 2 * 2  # yuv420p wants even sizes
-        if codec == "libx264":
-            vout.options = {"crf": "18", "preset": "medium"}
+    with atomic_path(dst) as tmp:  # a failed or interrupted video leaves no partial file
+        frames = 0
+        with source, av.open(str(tmp), "w") as sink:
+            if not source.streams.video:
+                raise UserError(f"{src}: no video stream")
+            vin = source.streams.video[0]
+            vin.thread_type = "AUTO"
+            rate = vin.average_rate or vin.guessed_rate or 25
+            codec, pix_fmt = VIDEO_CODECS.get(suffix, ("libx264", "yuv420p"))
+            vout = sink.add_stream(codec, rate=rate)
+            vout.pix_fmt = pix_fmt
+            width, height = vin.codec_context.width, vin.codec_context.height
+            if size:
+                scale = size / max(width, height)
+                width, height = round(width * scale / 2) * 2, round(height * scale / 2) * 2
+            vout.width, vout.height = width // 2 * 2, height // 2 * 2  # yuv420p wants even sizes
+            if codec == "libx264":
+                vout.options = {"crf": "18", "preset": "medium"}
 
-        ain = source.streams.audio[0] if source.streams.audio else None
-        aout, resampler = None, None
-        if ain is not None and AUDIO_REENCODE.get(suffix, "aac") is not None:
-            if ain.codec_context.name in AUDIO_COPYABLE.get(suffix, {"aac", "mp3", "alac", "opus", "ac3"}):
-                aout = sink.add_stream_from_template(ain)
-            else:
-                aout = sink.add_stream(AUDIO_REENCODE.get(suffix, "aac"), rate=ain.codec_context.sample_rate or 48000)
-                resampler = True
-
-        bar = tqdm(total=vin.frames or None, unit="frame", desc=src.name, disable=not progress)
-        batch: list[np.ndarray] = []
-
-        def flush():
-            nonlocal frames
-            if not batch:
-                return
-            out = stylize(np.stack(batch))
-            for image in out:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: vout.height, : vout.width]), format="rgb24")
-                for packet in vout.encode(frame):
-                    sink.mux(packet)
-            frames += len(batch)
-            bar.update(len(batch))
-            batch.clear()
-
-        streams = [s for s in (vin, ain) if s is not None]
-        for packet in source.demux(streams):
-            if packet.stream is vin:
-                for frame in packet.decode():
-                    batch.append(_resize(frame, size).to_ndarray(format="rgb24"))
-                    if len(batch) >= batch_size:
-                        flush()
-            elif aout is not None:
-                if packet.dts is None:
-                    continue
-                if resampler is None:
-                    packet.stream = aout
-                    sink.mux(packet)
+            ain = source.streams.audio[0] if source.streams.audio else None
+            aout, resampler = None, None
+            if ain is not None and AUDIO_REENCODE.get(suffix, "aac") is not None:
+                if ain.codec_context.name in AUDIO_COPYABLE.get(suffix, {"aac", "mp3", "alac", "opus", "ac3"}):
+                    aout = sink.add_stream_from_template(ain)
                 else:
-                    for aframe in packet.decode():
-                        aframe.pts = None
-                        for p in aout.encode(aframe):
-                            sink.mux(p)
-        flush()
-        for packet in vout.encode():
-            sink.mux(packet)
-        if resampler is not None:
-            for packet in aout.encode():
+                    aout = sink.add_stream(AUDIO_REENCODE.get(suffix, "aac"), rate=ain.codec_context.sample_rate or 48000)
+                    resampler = True
+
+            bar = tqdm(total=vin.frames or None, unit="frame", desc=src.name, disable=not progress)
+            batch: list[np.ndarray] = []
+
+            def flush():
+                nonlocal frames
+                if not batch:
+                    return
+                out = stylize(np.stack(batch))
+                for image in out:
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: vout.height, : vout.width]), format="rgb24")
+                    for packet in vout.encode(frame):
+                        sink.mux(packet)
+                frames += len(batch)
+                bar.update(len(batch))
+                batch.clear()
+
+            streams = [s for s in (vin, ain) if s is not None]
+            for packet in source.demux(streams):
+                if packet.stream is vin:
+                    for frame in packet.decode():
+                        batch.append(_resize(frame, size).to_ndarray(format="rgb24"))
+                        if len(batch) >= batch_size:
+                            flush()
+                elif aout is not None:
+                    if packet.dts is None:
+                        continue
+                    if resampler is None:
+                        packet.stream = aout
+                        sink.mux(packet)
+                    else:
+                        for aframe in packet.decode():
+                            aframe.pts = None
+                            for p in aout.encode(aframe):
+                                sink.mux(p)
+            flush()
+            for packet in vout.encode():
                 sink.mux(packet)
-        bar.close()
-    tmp.replace(dst)
+            if resampler is not None:
+                for packet in aout.encode():
+                    sink.mux(packet)
+            bar.close()
     return frames
 
 

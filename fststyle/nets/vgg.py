@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fststyle.cache import cache_dir
-from fststyle.errors import UserError
+from fststyle.errors import UserError, first_line
 
 # Public downloads of the Caffe-trained VGGs in torchvision layout (jcjohnson/pytorch-vgg);
 # the hash prefix in each name is checked by torch.hub.
@@ -91,11 +91,6 @@ def _load_state_dict(network: str, weights: str) -> dict[str, torch.Tensor] | No
             f"loss.weights: {str(path)!r} is not a readable weights-only state dict, refused "
             f"({e.__class__.__name__}: {first_line(e)})"
         ) from None
-
-
-def first_line(error: Exception) -> str:
-    """Error messages stay one line: torch's unpickling errors span a dozen."""
-    return (str(error).strip().splitlines() or [""])[0][:200]
 
 
 def network_of(state: dict[str, torch.Tensor]) -> str:

@@ -34,22 +34,18 @@ def scaled_optim(optim: dict, world_size: int) -> dict:
     return {**optim, "lr": optim["lr"] * factor}
 
 
-def check_launch(trainer: pl.Trainer) -> None:
+def check_launch(trainer: pl.Trainer, multirun: bool) -> None:
     """Refuse what would silently go wrong: Lightning starting DDP processes itself inside a Hydra multirun.
 
     Lightning starts ranks 1..N-1 by re-running the command line, which under ``-m`` is the whole sweep.
     torchrun and SLURM start every rank themselves, so each rank runs the sweep's jobs in step.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     environment = getattr(trainer.strategy, "cluster_environment", None)
     if (
         trainer.world_size > 1
         and environment is not None
         and not environment.creates_processes_externally
-        and HydraConfig.initialized()
-        and HydraConfig.get().mode == RunMode.MULTIRUN
+        and multirun
     ):
         raise UserError(
             "a multirun (-m) cannot let Lightning start the DDP processes (each would re-run the whole sweep): "

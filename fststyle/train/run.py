@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -14,12 +15,12 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fststyle.cache import sha256_of
-from fststyle.cli import config_dir
+from fststyle.config import expand_styles
 from fststyle.errors import UserError
 from fststyle.export import check_replaceable, export_transformer, load_network
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
 from fststyle.multistyle import read_metadata
-from fststyle.style import checksum_for, expand_styles, resolve_image
+from fststyle.style import absolute_image, checksum_for, resolve_image
 from fststyle.train.distributed import check_launch, scaled_optim
 from fststyle.train.module import StyleTransferModule
 from fststyle.train.safety import (
@@ -119,9 +120,27 @@ def build_logger(cfg: DictConfig):
     Lightning's own checkpoint upload stays off."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
-    if "log_model" in cfg.logger:
-        return instantiate(cfg.logger, log_model=False)
-    return instantiate(cfg.logger)
+    options = {"log_model": False} if "log_model" in cfg.logger else {}
+    if str(cfg.logger._target_).endswith("WandbLogger") and wandb_needs_offline(os.environ):
+        options["offline"] = True
+        where = Path(str(cfg.logger.get("save_dir") or ".")) / "wandb"
+        print(f"wandb: no account configured here (wandb login, or WANDB_API_KEY): logging offline to {where}; "
+              f"upload it later with: wandb sync {where}/offline-run-*", flush=True)
+    return instantiate(cfg.logger, **options)
+
+
+def wandb_needs_offline(env) -> bool:
+    """Whether a wandb run would fail for want of credentials: no WANDB_MODE chosen, no API key, no netrc entry."""
+    if env.get("WANDB_MODE") or env.get("WANDB_API_KEY"):
+        return False
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        return netrc.netrc(env.get("NETRC")).authenticators(host) is None
+    except (OSError, netrc.NetrcParseError):
+        return True
 
 
 def extra_callbacks(cfg: DictConfig) -> list[Callback]:
@@ -179,6 +198,14 @@ def start_from(transformer, base) -> None:
     transformer.load_state_dict(state)
 
 
+def is_multirun() -> bool:
+    """Whether Hydra runs this job as one of a sweep (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def train(cfg: DictConfig) -> Path | None:
     """Train one style; returns the exported file."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -189,9 +216,11 @@ def train(cfg: DictConfig) -> Path | None:
     if ckpt_path:
         check_resumable(ckpt_path, config["model"])
 
+    if config["style"].get("image"):
+        config["style"]["image"] = absolute_image(config["style"]["image"])
     base = None
     if config["style"].get("names") is not None:  # style=multi: many styles in one network
-        config["style"] = expand_styles(config["style"], config_dir())
+        config["style"] = expand_styles(config["style"])
         if cfg.get("init_from"):
             base = load_network(Path(cfg.init_from).expanduser())
             config["style"] = add_to(base, config["style"])
@@ -228,7 +257,7 @@ def train(cfg: DictConfig) -> Path | None:
         callbacks=[checkpoint, *safety, export, StreamEpoch(), *extra_callbacks(cfg)],
         plugins=[AtomicCheckpointIO(), *cluster_plugins(cfg.get("slurm_requeue", True))],
     )
-    check_launch(trainer)
+    check_launch(trainer, multirun=is_multirun())
     module.optim = scaled_optim(config["optim"], trainer.world_size)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

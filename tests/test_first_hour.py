@@ -1,0 +1,49 @@
+"""A new user's first commands: no wandb account, your own painting with its own recipe."""
+import pytest
+
+from fststyle.cli import own_painting_overrides
+from fststyle.train.run import build_logger, wandb_needs_offline
+from tests.test_own_style import compose_train
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["style.image=my.jpg", "data=folder"], ["style=custom", "style.image=my.jpg", "data=folder"]),
+        (["style=wave", "style.image=wave.jpg"], ["style=wave", "style.image=wave.jpg"]),  # the zoo's own recipe
+        (["style=custom", "style.image=my.jpg"], ["style=custom", "style.image=my.jpg"]),
+        (["style.weight=2"], ["style.weight=2"]),
+        ([], []),
+    ],
+)
+def test_style_image_alone_is_the_custom_recipe(argv, expected):
+    assert own_painting_overrides(argv) == expected
+
+
+def test_the_custom_recipe_names_no_other_style():
+    style = compose_train(*own_painting_overrides(["style.image=/photos/my_painting.jpg"])).style
+    custom = compose_train("style=custom", "style.image=/x.jpg").style
+    assert style.name == "my_painting" and style.url is None and style.sha256 is None
+    assert (style.weight, dict(style.layers)) == (custom.weight, dict(custom.layers))
+
+
+def test_wandb_without_credentials_goes_offline(tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    assert wandb_needs_offline({"NETRC": str(netrc)})  # no netrc file at all
+    netrc.write_text("machine example.com login a password b\n")
+    netrc.chmod(0o600)
+    assert wandb_needs_offline({"NETRC": str(netrc)})
+    netrc.write_text("machine api.wandb.ai login user password 0123456789\n")
+    assert not wandb_needs_offline({"NETRC": str(netrc)})
+    assert not wandb_needs_offline({"NETRC": str(tmp_path / "none"), "WANDB_API_KEY": "k"})
+    assert not wandb_needs_offline({"NETRC": str(tmp_path / "none"), "WANDB_MODE": "disabled"})
+
+
+def test_the_default_logger_works_without_an_account(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    logger = build_logger(compose_train(f"run_dir={tmp_path}"))
+    assert logger._offline
+    line = capsys.readouterr().out
+    assert "logging offline" in line and f"wandb sync {tmp_path}/wandb/offline-run-*" in line
