@@ -47,3 +47,36 @@ def test_the_default_logger_works_without_an_account(tmp_path, monkeypatch, caps
     assert logger._offline
     line = capsys.readouterr().out
     assert "logging offline" in line and f"wandb sync {tmp_path}/wandb/offline-run-*" in line
+
+
+@pytest.mark.parametrize("src, dst, why", [
+    ("photo.jpg", "out.txt", ".txt is not an image format"),
+    ("photo.jpg", "out.xyz", ".xyz is not an image format"),
+    ("photo.jpg", "out", "no extension is not an image format"),
+    ("photo.jpg", "out.mp4", ".mp4 is not an image format"),
+    ("clip.mp4", "out.png", "a video is written to a video file"),
+])
+def test_the_output_format_is_checked_before_any_work(tmp_path, src, dst, why):
+    from fststyle.errors import UserError
+    from fststyle.infer.run import check_output_format
+
+    with pytest.raises(UserError, match=why):
+        check_output_format(tmp_path / src, tmp_path / dst)
+    check_output_format(tmp_path / src, tmp_path / ("ok.png" if src.endswith(".jpg") else "ok.webm"))
+
+
+def test_a_wrong_output_format_is_one_error_line_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.badimages import photo
+
+    photo(64, 48, 1).save(tmp_path / "photo.jpg")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "infer.py"), "ckpt=starry_night", f"input={tmp_path / 'photo.jpg'}",
+                          f"output={tmp_path / 'x.txt'}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"error: output={tmp_path / 'x.txt'}: .txt is not an image format fststyle can "
+                                               "write; allowed: .jpg, .png, .webp, .tif, .bmp and the other formats Pillow writes"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]

@@ -54,6 +54,7 @@ def run(cfg: DictConfig) -> Path:
     else:
         if dst.is_dir():
             dst = dst / src.name
+        check_output_format(src, dst)
         jobs = [(src, dst)]
     check_outputs(jobs, dst if src.is_dir() else dst.parent, bool(cfg.overwrite))
     engine = Engine(cfg, ckpt, style)
@@ -100,6 +101,30 @@ def is_video(path: Path) -> bool:
     from fststyle.infer.video import is_video as video
 
     return video(path)
+
+
+COMMON_IMAGE_SUFFIXES = (".jpg", ".png", ".webp", ".tif", ".bmp")
+
+
+def check_output_format(src: Path, dst: Path) -> None:
+    """One input's output, checked before any work: an image to a format Pillow writes, a video to a video
+    file, and a video only where PyAV is installed."""
+    import importlib.util
+
+    from fststyle.infer.video import VIDEO_SUFFIXES
+
+    suffix = dst.suffix.lower()
+    if is_video(src):
+        if importlib.util.find_spec("av") is None:
+            raise UserError(f"input={src}: videos need PyAV, not installed here: pip install 'fststyle[video]'")
+        if suffix not in VIDEO_SUFFIXES:
+            raise UserError(f"output={dst}: a video is written to a video file; allowed: {', '.join(sorted(VIDEO_SUFFIXES))}")
+        return
+    from PIL import Image
+
+    if Image.registered_extensions().get(suffix) not in Image.SAVE:
+        raise UserError(f"output={dst}: {suffix or 'no extension'} is not an image format fststyle can write; "
+                        f"allowed: {', '.join(COMMON_IMAGE_SUFFIXES)} and the other formats Pillow writes")
 
 
 def folder_jobs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
