@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 from fststyle.config import choices, config_dir
-from fststyle.errors import exit_code
+from fststyle.errors import UserError, exit_code
 
 
 def check_config_choices(argv: list[str] | None = None) -> None:
-    """``group=name`` with no ``conf/<group>/<name>.yaml``: one line listing the choices, exit 2.
+    """``group=name`` with no ``conf/<group>/<name>.yaml``: a ``UserError`` listing the choices.
 
     Hydra says the same over several lines; checked before Hydra composes the config.
     """
@@ -22,8 +22,7 @@ def check_config_choices(argv: list[str] | None = None) -> None:
         available = choices(group)
         unknown = [v for v in value.split(",") if v not in available]
         if unknown:
-            print(f"error: {group}={unknown[0]}: no such {group}; available: {', '.join(available)}", file=sys.stderr)
-            sys.exit(2)
+            raise UserError(f"{group}={unknown[0]}: no such {group}; available: {', '.join(available)}")
 
 
 def _hydra_main(config_name: str, run):
@@ -35,7 +34,9 @@ def _hydra_main(config_name: str, run):
         if status:
             sys.exit(status)
 
-    check_config_choices()
+    status = exit_code(check_config_choices)
+    if status:
+        sys.exit(status)
     main()
 
 

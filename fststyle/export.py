@@ -109,8 +109,8 @@ def check_shapes(config: TransformerConfig, shapes: dict[str, tuple[int, ...]], 
                             f"{key} is {shapes.get(key, 'missing')}, expected {expected.get(key, 'no such weight')}")
 
 
-def _rebuild(config: TransformerConfig, state: dict[str, torch.Tensor], source: Path) -> TransformerNet:
-    check_shapes(config, {k: tuple(v.shape) for k, v in state.items()}, source)
+def _rebuild(config: TransformerConfig, state: dict[str, torch.Tensor]) -> TransformerNet:
+    """The network of weights whose shapes ``check_shapes`` has accepted."""
     net = TransformerNet(config)
     net.load_state_dict(state)
     return net.eval()
@@ -171,7 +171,9 @@ def load_network(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
             "style_sha256": style.get("sha256") or "", "architecture": architecture,
             "styles": style.get("styles") or [],
         }
-        return _rebuild(check_architecture(architecture, path), state, path), meta
+        config = check_architecture(architecture, path)
+        check_shapes(config, {k: tuple(v.shape) for k, v in state.items()}, path)
+        return _rebuild(config, state), meta
     from safetensors import safe_open
 
     def unreadable(e: Exception) -> UserError:
@@ -193,7 +195,7 @@ def load_network(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
         state = {k: v.float() for k, v in load_file(str(path)).items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise unreadable(e) from None
-    return _rebuild(config, state, path), meta
+    return _rebuild(config, state), meta
 
 
 def export_checkpoint(ckpt: str | Path, export_dir: str | Path) -> Path:
