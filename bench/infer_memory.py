@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASELINE = """
 import sys, torch
 sys.path.insert(0, {root!r})
-from fststyle.export import load_transformer
+from fststyle.stylefile import load_transformer
 from PIL import Image
 import torchvision.transforms.functional as TF
 net, _ = load_transformer({style!r})
@@ -48,7 +48,7 @@ def main():
     from PIL import Image
 
     sys.path.insert(0, str(ROOT))
-    from fststyle.export import export_transformer
+    from fststyle.stylefile import export_transformer
     from fststyle.nets.transformer import TransformerNet
 
     work = Path(tempfile.mkdtemp(prefix="fststyle-mem-"))

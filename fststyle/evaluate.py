@@ -28,11 +28,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from fststyle.errors import UserError, exit_code
-from fststyle.multistyle import read_metadata, style_names
 from fststyle.nets.stability import consecutive_difference, pan_clip, warped_difference
 from fststyle.nets.vgg import LossNetwork
 from fststyle.quality import PHOTO_SIZE, STYLE_SIZE, QualityMeter
 from fststyle.style import load_image, resolve_image
+from fststyle.stylefile import StyleMeta, style_names_of
 from fststyle.train.data import IMAGE_EXTENSIONS
 from fststyle.zoo import resolve_model
 
@@ -66,19 +66,18 @@ def photo_paths(specs: list[str]) -> list[Path]:
     return paths
 
 
-def style_image_of(meta: dict, styles_dir: str | None, override: str | None) -> Path:
+def style_image_of(meta: StyleMeta, styles_dir: str | None, override: str | None) -> Path:
     """The style image a model was trained on: --style-image, else <styles_dir>/<style>.jpg, else its metadata."""
     if override:
         return resolve_image(override)
-    name = meta.get("style") or ""
-    image = meta.get("style_image") or ""
+    name, image = meta.style, meta.style_image
     if styles_dir:  # <style>.jpg, or the file name of the image it was trained on (a variant: starry_night_stable)
         for candidate in [f"{name}{ext}" for ext in (".jpg", ".jpeg", ".png")] + [Path(urlparse(image).path).name]:
             if candidate and (Path(styles_dir).expanduser() / candidate).is_file():
                 return Path(styles_dir).expanduser() / candidate
     if not image:
         raise UserError(f"model {name!r} does not say which style image it was trained on: pass --style-image PATH")
-    return resolve_image(image, meta.get("style_sha256") or None)
+    return resolve_image(image, meta.style_sha256 or None)
 
 
 def label(image: Image.Image, text: str) -> Image.Image:
@@ -132,7 +131,7 @@ def evaluate(
     stylizers, meters, names = [], [], []
     for spec in models:
         path, name = resolve_model(spec)
-        multi = style_names(read_metadata(path)) if path.suffix == ".safetensors" else []
+        multi = style_names_of(path) if path.suffix == ".safetensors" else []
         for style in multi or [None]:
             stylizer = Stylizer.from_checkpoint(path, device=device, style=style)
             image = load_image(style_image_of(stylizer.metadata, styles_dir, style_image), STYLE_SIZE)

@@ -5,7 +5,6 @@ How each was trained is in its metadata (``python -m fststyle.zoo``) and docs/QU
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -37,14 +36,12 @@ def resolve_model(spec: str) -> tuple[Path, str]:
 
 def describe() -> list[dict]:
     """Each shipped style's metadata, for ``ckpt=list`` and ``python -m fststyle.zoo``."""
-    from fststyle.multistyle import read_metadata  # the header alone: ckpt=list needs no torch
+    from fststyle.stylefile import read_meta  # the header alone: ckpt=list needs no torch
 
     rows = []
     for name in names():
-        meta = read_metadata(ZOO_DIR / f"{name}.safetensors")
-        training = json.loads(meta.get("training", "{}") or "{}")
-        rows.append({"name": name, "recipe": recipe(json.loads(meta.get("config", "{}") or "{}")), **training,
-                     "fststyle": meta.get("fststyle_version")})
+        meta = read_meta(ZOO_DIR / f"{name}.safetensors")
+        rows.append({"name": name, "recipe": recipe(meta.config), **meta.training, "fststyle": meta.fststyle_version})
     return rows
 
 
@@ -66,16 +63,14 @@ def add(src: str | Path, name: str | None = None) -> Path:
     A style image given as a local path (training offline) is recorded as the style config's public URL
     and checksum instead, so the evaluator can find it on any machine.
     """
-    from fststyle.export import export_transformer, load_network
+    from fststyle.stylefile import export_transformer, load_network
 
     net, meta = load_network(src)
-    style = public({"name": meta["style"], "image": meta.get("style_image", ""), "sha256": meta.get("style_sha256", "")})
+    style = public({"name": meta.style, "image": meta.style_image, "sha256": meta.style_sha256})
     style["name"] = name or style["name"]
-    if meta["styles"]:  # a multi-style file: each of its styles, in order
-        style["styles"] = [public(s) for s in meta["styles"]]
-    config = json.loads(meta.get("config") or "{}")
-    training = json.loads(meta.get("training") or "{}")
-    return export_transformer(net, ZOO_DIR / f"{style['name']}.safetensors", style, config, training, half=True)
+    if meta.styles:  # a multi-style file: each of its styles, in order
+        style["styles"] = [public(s) for s in meta.styles]
+    return export_transformer(net, ZOO_DIR / f"{style['name']}.safetensors", style, meta.config, meta.training, half=True)
 
 
 def public(style: dict) -> dict:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fststyle.errors import UserError
-from fststyle.export import export_checkpoint, export_transformer, load_transformer
+from fststyle.export import export_checkpoint
+from fststyle.stylefile import export_transformer, load_transformer
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 
@@ -13,8 +14,8 @@ def test_export_reload_gives_identical_output(tmp_path):
     net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=2, upsample="transpose")).eval()
     path = export_transformer(net, tmp_path / "wave.safetensors", {"name": "wave", "image": "x.jpg"}, {"seed": 1})
     loaded, meta = load_transformer(path)
-    assert meta["style"] == "wave" and meta["architecture"] == net.config.to_dict()
-    assert json.loads(meta["config"]) == {"seed": 1} and meta["fststyle_version"]
+    assert meta.style == "wave" and meta.architecture == net.config.to_dict()
+    assert meta.config == {"seed": 1} and meta.fststyle_version
     x = torch.rand(1, 3, 40, 48)
     with torch.no_grad():
         assert torch.equal(net(x), loaded(x))
@@ -53,7 +54,7 @@ def test_export_from_lightning_checkpoint_and_cli(tmp_path):
     path = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "exports")
     assert path.name == "udnie.safetensors"
     loaded, meta = load_transformer(path)
-    assert meta["style"] == "udnie"
+    assert meta.style == "udnie"
     assert main([str(tmp_path / "last.ckpt"), str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "udnie.safetensors").is_file()
     assert main([str(tmp_path / "missing.ckpt")]) == 2

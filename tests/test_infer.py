@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from fststyle.errors import UserError
-from fststyle.export import export_transformer
+from fststyle.stylefile import export_transformer
 from fststyle.infer.deploy import ONNX_TOLERANCE, OpenVinoStylizer
 from fststyle.infer.run import run
 from fststyle.nets.transformer import TransformerConfig, TransformerNet

@@ -70,7 +70,7 @@ def test_strength_blends(net):
 
 
 def test_api_pil_and_batches(net, tmp_path):
-    from fststyle.export import export_transformer
+    from fststyle.stylefile import export_transformer
 
     path = export_transformer(net, tmp_path / "s.safetensors", {"name": "s"})
     stylizer = Stylizer.from_checkpoint(path)

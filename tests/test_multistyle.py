@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from fststyle.errors import UserError
-from fststyle.export import export_transformer, load_network, load_transformer
-from fststyle.multistyle import read_metadata, style_mix, style_names
+from fststyle.stylefile import export_transformer, load_network, load_transformer
+from fststyle.stylefile import read_meta, style_mix
 from fststyle.nets.losses import PerceptualLoss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.nets.vgg import LossNetwork
@@ -79,12 +79,12 @@ def test_select_single_and_blends():
 
 
 def test_file_names_its_styles_and_stays_small(multi_file, tmp_path):
-    assert style_names(read_metadata(multi_file)) == NAMES
+    assert read_meta(multi_file).style_names == NAMES
     single = export_transformer(TransformerNet(TransformerConfig(**SMALL)), tmp_path / "one.safetensors", {"name": "one"})
-    assert style_names(read_metadata(single)) == []
+    assert read_meta(single).style_names == []
     full = export_transformer(multi_net(), tmp_path / "m.safetensors", {"name": "m", "styles": [{"name": n} for n in NAMES]})
     plain = export_transformer(TransformerNet(), tmp_path / "p.safetensors", {"name": "p"})
-    assert style_names(read_metadata(full)) == NAMES
+    assert read_meta(full).style_names == NAMES
     big = export_transformer(TransformerNet(TransformerConfig(styles=6)), tmp_path / "6.safetensors",
                              {"name": "six", "styles": [{"name": str(i)} for i in range(6)]})
     assert big.stat().st_size < 1.1 * plain.stat().st_size
@@ -94,14 +94,14 @@ def test_load_picks_and_blends_styles(multi_file):
     net, meta = load_network(multi_file)
     x = torch.rand(1, 3, 32, 32)
     wave, meta = load_transformer(multi_file, "wave")
-    assert meta["style"] == "wave" and wave.config.styles == 1
+    assert meta.style == "wave" and wave.config.styles == 1
     net.select(1)
     assert torch.allclose(wave(x), net(x), atol=1e-5)
     # blend endpoints are the pure styles; weights are scaled to sum 1
     end, _ = load_transformer(multi_file, {"wave": 2.0, "candy": 0.0})
     assert torch.allclose(end(x), wave(x), atol=1e-6)
     half, meta = load_transformer(multi_file, {"starry_night": 1, "wave": 1})
-    assert meta["style"] == "starry_night0.5+wave0.5"
+    assert meta.style == "starry_night0.5+wave0.5"
     assert torch.allclose(half(x), net.single([0.5, 0.5, 0])(x), atol=1e-5)
     with pytest.raises(UserError, match="carries 3 styles.*starry_night, wave, candy"):
         load_transformer(multi_file)
@@ -181,14 +181,14 @@ def test_train_multi_then_add_a_style_by_its_norms(tmp_path):
         "trainer.max_steps=3",
     ))
     assert first == tmp_path / "two" / "exports" / "multi.safetensors"
-    assert style_names(read_metadata(first)) == ["starry_night", "wave"]
+    assert read_meta(first).style_names == ["starry_night", "wave"]
     samples = sorted((tmp_path / "two" / "samples").iterdir())
     assert (Image.open(samples[0]).height - 2) // (64 + 2) == 3  # 64-px images: the content row, then a row per style
     added = train(train_config(
         tmp_path, "three", "style.names=[candy]", "style.images=[STYLES/candy.jpg]", f"init_from={first}",
         "style.name=multi3", "trainer.max_steps=2",
     ))
-    assert style_names(read_metadata(added)) == ["starry_night", "wave", "candy"]
+    assert read_meta(added).style_names == ["starry_night", "wave", "candy"]
     before, after = load_network(first)[0].state_dict(), load_network(added)[0].state_dict()
     moved = False
     for key, old in before.items():

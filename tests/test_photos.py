@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from fststyle.export import export_transformer
+from fststyle.stylefile import export_transformer
 from fststyle.infer.run import read_image
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.photos import ORIENTATION, output_exif, upright_srgb

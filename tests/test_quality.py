@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from fststyle.evaluate import main as evaluate_main
-from fststyle.export import export_transformer
+from fststyle.stylefile import export_transformer
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.nets.vgg import LossNetwork
 from fststyle.quality import QualityMeter

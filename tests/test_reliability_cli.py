@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fststyle.export import export_transformer
+from fststyle.stylefile import export_transformer
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from tests.badimages import make_bad_folder, photo, photo_folder
 from tests.test_reliability_files import hostile_file

@@ -12,11 +12,11 @@ from hydra import compose, initialize_config_dir
 
 from fststyle import export
 from fststyle.errors import UserError
-from fststyle.export import export_transformer, load_transformer
+from fststyle.stylefile import export_transformer, load_transformer
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.nets.vgg import LossNetwork
 from fststyle.train import run as training
-from fststyle.train.safety import check_resumable
+from fststyle.stylefile import check_resumable
 from tests.badimages import photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def test_checkpoint_metadata_is_never_instantiated(tmp_path):
     exported = export.export_checkpoint(ckpt, tmp_path / "exports")
     load_transformer(exported)
     check_resumable(ckpt, TINY_MODEL)
-    assert json.loads(json.dumps(meta["architecture"])) == TINY_MODEL
+    assert json.loads(json.dumps(meta.architecture)) == TINY_MODEL
     # a model section that is itself a _target_ is refused, not built
     torch.save({"state_dict": state, "hyper_parameters": {"model": {**TINY_MODEL, **target}}}, ckpt)
     with pytest.raises(UserError):

@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fststyle.errors import UserError
-from fststyle.export import export_transformer, load_transformer
+from fststyle.stylefile import export_transformer, load_transformer
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_a_shape_changed_under_a_valid_architecture(tmp_path):
 PEAK = """
 import resource, sys
 from fststyle.errors import UserError
-from fststyle.export import load_transformer
+from fststyle.stylefile import load_transformer
 try:
     load_transformer(sys.argv[1])
 except UserError:

@@ -4,7 +4,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from fststyle.errors import UserError
-from fststyle.export import load_transformer
+from fststyle.stylefile import load_transformer
 from fststyle.nets.losses import build_loss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.style import load_style
@@ -76,7 +76,7 @@ def test_style_loss_falls_and_output_is_stylized(trained):
     assert after["style"] < 0.5 * before["style"]
     assert after["style"] < loss(photos, photos)["style"]  # more Starry Night than the photos themselves
     assert (out - photos).abs().mean() > 0.05  # visibly changed
-    assert meta["style"] == "starry_night"
+    assert meta.style == "starry_night"
 
 
 def test_resume_continues_from_last_checkpoint(trained):

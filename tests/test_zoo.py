@@ -1,5 +1,4 @@
 """The shipped styles: every file loads, says how it was made, stylizes a photo, and is found by name."""
-import json
 import os
 import subprocess
 import sys
@@ -12,9 +11,9 @@ from PIL import Image
 
 from fststyle import zoo
 from fststyle.errors import UserError
-from fststyle.export import load_transformer
+from fststyle.stylefile import load_transformer
 from fststyle.infer.stylizer import Stylizer
-from fststyle.multistyle import read_metadata, style_names
+from fststyle.stylefile import read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = zoo.names()
@@ -31,13 +30,13 @@ def test_the_zoo_holds_six_styles_in_one_folder_each_small():
 @pytest.mark.parametrize("name", NAMES)
 def test_each_style_loads_describes_itself_and_stylizes(name):
     path = zoo.ZOO_DIR / f"{name}.safetensors"
-    styles = style_names(read_metadata(path))  # a multi-style file: checked through its first style
+    styles = read_meta(path).style_names  # a multi-style file: checked through its first style
     net, meta = load_transformer(path, styles[0] if styles else None)
-    assert meta["style"] == (styles[0] if styles else name)
-    assert meta["style_image"].startswith("https://") and len(meta["style_sha256"]) == 64
-    training = json.loads(meta["training"])
+    assert meta.style == (styles[0] if styles else name)
+    assert meta.style_image.startswith("https://") and len(meta.style_sha256) == 64
+    training = meta.training
     assert TRAINING_KEYS <= training.keys() and training["steps"] > 0, training
-    assert meta["fststyle_version"]
+    assert meta.fststyle_version
     assert all(p.dtype == torch.float32 for p in net.parameters())  # stored fp16, loaded as fp32
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 255, (36, 52, 3), dtype=np.uint8))

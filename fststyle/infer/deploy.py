@@ -31,7 +31,7 @@ GRAPH = 2  # bump when the exported graph changes, so cached graphs of older ver
 
 
 def _aligned(ckpt: str | Path, style: str | dict | None = None):
-    from fststyle.export import load_transformer
+    from fststyle.stylefile import load_transformer
     from fststyle.infer.rewrite import faster_equivalent
     from fststyle.infer.stylizer import AlignedTransformer
 
@@ -62,8 +62,8 @@ def export_onnx(ckpt: str | Path, path: str | Path, style: str | dict | None = N
             )
         graph = onnx.load(str(tmp))
         for key in ("style", "format", "fststyle_version"):
-            if meta.get(key):
-                graph.metadata_props.add(key=key, value=str(meta[key]))
+            if getattr(meta, key):
+                graph.metadata_props.add(key=key, value=str(getattr(meta, key)))
         onnx.save(graph, str(tmp))
     return path
 

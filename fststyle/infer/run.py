@@ -63,17 +63,10 @@ def run(cfg: DictConfig) -> Path:
 
 def style_choice(cfg: DictConfig, ckpt: Path) -> str | dict | None:
     """What a multi-style file paints: ``style_mix=`` (a blend), else ``style=NAME``; None for a one-style file."""
-    from fststyle.multistyle import read_metadata, style_names
+    from fststyle.stylefile import style_names_of
 
     mix = cfg.get("style_mix")
-    if ckpt.suffix == ".safetensors":
-        names = style_names(read_metadata(ckpt))
-    elif ckpt.suffix == ".ckpt":
-        from fststyle.export import read_lightning_checkpoint
-
-        names = [s["name"] for s in read_lightning_checkpoint(ckpt)[0].get("style", {}).get("styles") or []]
-    else:
-        names = []
+    names = style_names_of(ckpt) if ckpt.suffix in (".safetensors", ".ckpt") else []
     if not names:
         if mix:
             raise UserError(f"style_mix needs a multi-style file; {ckpt} paints one style")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fststyle.errors import UserError
-from fststyle.export import load_transformer
+from fststyle.stylefile import StyleMeta, load_transformer
 from fststyle.infer.color import finish
 from fststyle.infer.rewrite import faster_equivalent
 from fststyle.infer.tiling import ALIGN, stylize_tiled
@@ -71,7 +71,7 @@ class Stylizer:
     def __init__(
         self,
         transformer: nn.Module,
-        metadata: dict | None = None,
+        metadata: StyleMeta | None = None,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         tile: int | None = None,
@@ -90,7 +90,7 @@ class Stylizer:
         # a copy either way: moving it to the device and dtype must not change the caller's module
         transformer = faster_equivalent(transformer) if rewrite and isinstance(transformer, TransformerNet) else copy.deepcopy(transformer)
         self.net = AlignedTransformer(transformer).eval().to(self.device, self.dtype, memory_format=torch.channels_last)
-        self.metadata = metadata or {}
+        self.metadata = metadata or StyleMeta()
         if tile_stats not in ("exact", "downscaled"):
             raise UserError(f"tile_stats must be exact or downscaled, got {tile_stats!r}")
         self.tile, self.overlap, self.tile_stats = tile, overlap, tile_stats

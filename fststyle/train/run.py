@@ -17,9 +17,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from fststyle.cache import sha256_of
 from fststyle.config import expand_styles
 from fststyle.errors import UserError
-from fststyle.export import check_replaceable, export_transformer, load_network
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
-from fststyle.multistyle import read_metadata
+from fststyle.stylefile import check_replaceable, check_resumable, export_transformer, load_network, raw_header
 from fststyle.style import absolute_image, checksum_for, resolve_image
 from fststyle.train.distributed import check_launch, scaled_optim
 from fststyle.train.module import StyleTransferModule
@@ -30,7 +29,6 @@ from fststyle.train.safety import (
     RefuseNonFiniteWeights,
     ReportSkippedImages,
     StopOnNonFiniteLoss,
-    check_resumable,
     cluster_plugins,
     latest_checkpoint,
 )
@@ -110,7 +108,7 @@ def log_artifact(logger: WandbLogger, path: Path, name: str) -> None:
     """The exported style file as a wandb model artifact named after the style, its metadata attached."""
     import wandb
 
-    artifact = wandb.Artifact(name=name, type="model", metadata=read_metadata(path))
+    artifact = wandb.Artifact(name=name, type="model", metadata=raw_header(path))
     artifact.add_file(str(path))
     logger.experiment.log_artifact(artifact)
 
@@ -176,9 +174,9 @@ def style_digest(style: dict) -> tuple[str, str]:
 def add_to(base, style: dict) -> dict:
     """``init_from=FILE``: the file's styles first (their norm tables kept), then the new names; only ``style.names`` train."""
     net, meta = base
-    known = meta["styles"]
+    known = meta.styles
     if not known:  # a one-style file: its style is row 0
-        known = [{"name": meta.get("style") or "style", "image": meta.get("style_image"), "sha256": meta.get("style_sha256")}]
+        known = [{"name": meta.style or "style", "image": meta.style_image, "sha256": meta.style_sha256}]
     names = [s["name"] for s in known]
     fresh = [s for s in style["styles"] if s["name"] not in names]
     return {**style, "styles": known + fresh, "train": [s["name"] for s in style["styles"]]}

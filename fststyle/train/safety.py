@@ -21,6 +21,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fststyle.atomic import atomic_path
 from fststyle.errors import UserError
+from fststyle.stylefile import load_checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +49,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        try:
+        if "://" in str(path):
             return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
-        except FileNotFoundError:
-            raise UserError(f"checkpoint: no such file {str(path)!r}") from None
-        except Exception as e:  # noqa: BLE001 - truncated, foreign and hostile files fail in many ways
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise UserError(
-                f"{path}: not a readable fststyle training checkpoint, refused ({e.__class__.__name__}: {first})"
-            ) from None
-
-
-def check_resumable(path: str | Path, model: dict) -> None:
-    """Refuse, before training starts, a checkpoint that is hostile, broken or of another architecture.
-
-    Read weights-only; its hyper-parameters are only compared, never instantiated.
-    """
-    ckpt = AtomicCheckpointIO().load_checkpoint(path)
-    saved = ckpt.get("hyper_parameters", {}).get("model") if isinstance(ckpt, dict) else None
-    if not isinstance(saved, dict) or "state_dict" not in ckpt:
-        raise UserError(f"{path}: not an fststyle training checkpoint")
-    if saved != model:
-        changed = sorted(k for k in {*saved, *model} if saved.get(k) != model.get(k))
-        raise UserError(
-            f"{path} was trained with another architecture ({', '.join(f'model.{k}={saved.get(k)!r}' for k in changed)}; "
-            f"this run has {', '.join(f'model.{k}={model.get(k)!r}' for k in changed)}): use the same model.* settings"
-        )
+        return load_checkpoint_file(path)  # the style file's one checkpoint reader: weights-only, checked
 
 
 def latest_checkpoint(run_dir: Path, checkpoint_dir: Path) -> Path | None:
