@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, pick_device, resize_long_side
 from fststyle.hardware import machine_summary, resolve_precision
-from fststyle.style import load_image
+from fststyle.images import load_image
 
 
 def main() -> None:

@@ -48,8 +48,8 @@ def main():
     from PIL import Image
 
     sys.path.insert(0, str(ROOT))
-    from fststyle.stylefile import export_transformer
     from fststyle.nets.transformer import TransformerNet
+    from fststyle.stylefile import export_transformer
 
     work = Path(tempfile.mkdtemp(prefix="fststyle-mem-"))
     torch.manual_seed(0)

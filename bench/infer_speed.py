@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from timing import best_of, best_of_each  # noqa: E402 - bench/timing.py
 
-from fststyle.stylefile import export_transformer  # noqa: E402
 from fststyle.hardware import machine_summary, resolve_precision  # noqa: E402
 from fststyle.infer.deploy import OnnxStylizer, OpenVinoStylizer, cached_onnx, installed  # noqa: E402
 from fststyle.infer.stylizer import Stylizer  # noqa: E402
 from fststyle.nets.transformer import TransformerNet  # noqa: E402
+from fststyle.stylefile import export_transformer  # noqa: E402
 
 DEFAULT = "openvino fp32"
 

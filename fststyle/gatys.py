@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from fststyle.atomic import atomic_path
 from fststyle.errors import UserError
 from fststyle.nets.losses import PerceptualLoss, build_loss
 
@@ -176,13 +175,6 @@ def optimize_image(
 
 def intermediate_path(output: Path, iteration: int) -> Path:
     return output.with_name(f"{output.stem}_{iteration:05d}{output.suffix}")
-
-
-def save_image(image: torch.Tensor, path: Path) -> None:
-    import torchvision.transforms.functional as TF
-
-    with atomic_path(path) as tmp:
-        TF.to_pil_image(image[0].clamp(0, 1).cpu()).save(tmp)
 
 
 def pick_device(name: str) -> torch.device:

@@ -6,12 +6,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-import torchvision.transforms.functional as TF
 
 from fststyle.atomic import atomic_path
 from fststyle.cache import cache_dir, sha256_of
 from fststyle.errors import UserError
-from fststyle.photos import fit_long_side, open_rgb
+from fststyle.images import load_image
 
 
 def is_url(s: str) -> bool:
@@ -44,15 +43,6 @@ def resolve_image(image: str, sha256: str | None = None) -> Path:
         if sha256 is not None and (got := sha256_of(tmp)) != sha256:
             raise UserError(f"style image {image} has sha256 {got}, expected {sha256}")
     return dest
-
-
-def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """RGB [0, 1] tensor (1, 3, H, W), upright and in sRGB; ``size`` sets the long side, keeping the aspect ratio."""
-    try:
-        im = open_rgb(path)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"cannot read image {str(path)!r}: {e}") from None
-    return TF.to_tensor(fit_long_side(im, size)).unsqueeze(0)
 
 
 def checksum_for(style) -> str | None:

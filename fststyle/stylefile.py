@@ -25,7 +25,6 @@ HEADER_LIMIT = 100_000_000  # bytes of JSON header a file may claim; safetensors
 
 # What a style file may ask for: far beyond any network worth shipping, far below what would take the machine.
 ARCHITECTURE_BOUNDS = {"base_channels": (1, 1024), "residual_blocks": (0, 64), "styles": (1, 10_000)}
-UPSAMPLE_MODES = ("nearest", "transpose")
 
 
 @dataclass(frozen=True)
@@ -201,7 +200,7 @@ def check_resumable(path: str | Path, model: dict) -> None:
 
 def check_architecture(architecture, source: Path) -> "TransformerConfig":
     """The ``architecture`` metadata as a config, every field's type and bounds checked before anything is built."""
-    from fststyle.nets.transformer import TransformerConfig
+    from fststyle.nets.transformer import UPSAMPLE_MODES, TransformerConfig
 
     if not isinstance(architecture, dict):
         raise UserError(f"{source}: architecture metadata is not a JSON object: {architecture!r:.200}")

@@ -44,7 +44,7 @@ WRITER = """
 import sys
 import numpy as np
 from pathlib import Path
-from fststyle.infer.run import write_image
+from fststyle.images import save_image as write_image
 value, dest = int(sys.argv[1]), Path(sys.argv[2])
 for _ in range(20):
     write_image(np.full((256, 256, 3), value, np.uint8), dest)

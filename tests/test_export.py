@@ -5,8 +5,8 @@ import torch
 
 from fststyle.errors import UserError
 from fststyle.export import export_checkpoint
-from fststyle.stylefile import export_transformer, load_transformer
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
+from fststyle.stylefile import export_transformer, load_transformer
 
 
 def test_export_reload_gives_identical_output(tmp_path):

@@ -163,7 +163,7 @@ def test_too_small_passes_are_user_errors(random_loss):
 def test_bf16_vgg_passes_end_no_worse_than_fp32(vgg16_caffe, starry_night, chicago):
     """precision=auto may run the VGG passes in bf16: the final loss must stay within 2% of fp32's (or below it)."""
     from fststyle.gatys import resize_long_side
-    from fststyle.style import load_image
+    from fststyle.images import load_image
 
     loss = build_gatys_loss(infer_cfg(f"loss.weights={vgg16_caffe}").loss)
     content, style = resize_long_side(load_image(chicago), 96), load_image(starry_night, 256)

@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from fststyle.errors import UserError
-from fststyle.stylefile import export_transformer
 from fststyle.infer.deploy import ONNX_TOLERANCE, OpenVinoStylizer
 from fststyle.infer.run import run
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
+from fststyle.stylefile import export_transformer
 
 ROOT = Path(__file__).resolve().parents[1]
 

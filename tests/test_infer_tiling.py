@@ -7,7 +7,7 @@ from PIL import Image
 from fststyle import Stylizer
 from fststyle.infer.color import luminance
 from fststyle.infer.tiling import tile_starts
-from fststyle.nets.transformer import TransformerNet
+from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 
 def smooth_photo(h=176, w=240, seed=0) -> torch.Tensor:
@@ -34,6 +34,14 @@ def test_tiled_matches_untiled(net):
     # per-tile statistics (what naive tiling does) are far off: the bound is not trivially met
     naive = torch.cat([Stylizer(net)(image[..., :, :120]), Stylizer(net)(image[..., :, 120:])], dim=-1)
     assert (naive - untiled).abs().mean().item() > 3 * mae
+
+
+def test_tiled_matches_untiled_with_bilinear_upsampling():
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(upsample="bilinear")).eval()
+    image = smooth_photo()
+    mae = (Stylizer(net, tile=128, overlap=64)(image) - Stylizer(net)(image)).abs().mean().item()
+    assert mae < 2 / 255, mae * 255
 
 
 def test_downscaled_stats_option_runs(net):

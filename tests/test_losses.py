@@ -1,6 +1,14 @@
 import torch
 
-from fststyle.nets.losses import PerceptualLoss, build_loss, channel_mean, content_loss, gram_matrix, style_loss, total_variation
+from fststyle.nets.losses import (
+    PerceptualLoss,
+    build_loss,
+    channel_mean,
+    content_loss,
+    gram_matrix,
+    style_loss,
+    total_variation,
+)
 from fststyle.nets.vgg import LossNetwork
 
 

@@ -10,11 +10,10 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from fststyle.errors import UserError
-from fststyle.stylefile import export_transformer, load_network, load_transformer
-from fststyle.stylefile import read_meta, style_mix
 from fststyle.nets.losses import PerceptualLoss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.nets.vgg import LossNetwork
+from fststyle.stylefile import export_transformer, load_network, load_transformer, read_meta, style_mix
 from tests.test_infer import infer, picture
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,11 +6,10 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from fststyle.stylefile import export_transformer
-from fststyle.infer.run import read_image
+from fststyle.images import ORIENTATION, load_image, output_exif, upright_srgb
+from fststyle.images import read_array as read_image
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
-from fststyle.photos import ORIENTATION, output_exif, upright_srgb
-from fststyle.style import load_image
+from fststyle.stylefile import export_transformer
 from fststyle.train.data import square_crop
 
 # What a viewer does to the stored pixels for each orientation (Pillow's own table in ImageOps.exif_transpose)

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from fststyle.evaluate import main as evaluate_main
-from fststyle.stylefile import export_transformer
+from fststyle.measures.quality import QualityMeter
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.nets.vgg import LossNetwork
-from fststyle.quality import QualityMeter
+from fststyle.stylefile import export_transformer
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_evaluate_errors_are_one_line(tmp_path, capsys):
 
 def test_real_vgg_photo_is_far_from_the_painting(vgg16_caffe, chicago, starry_night):
     """With the real Caffe VGG16: a photo is its own content (0) and far from Starry Night in style."""
-    from fststyle.style import load_image
+    from fststyle.images import load_image
 
     meter = QualityMeter(LossNetwork("vgg16", str(vgg16_caffe), layers=["relu4_3"]), load_image(starry_night, 256))
     photo = load_image(chicago, 256)
@@ -107,3 +107,52 @@ def test_evaluate_measures_each_style_of_a_multi_style_file_and_flicker(tmp_path
     assert all(r["flicker"] > 0 and r["input_flicker"] > 0 for r in rows)  # the clip's noise, at least
     assert "flicker" in capsys.readouterr().out
     assert evaluate_main([str(model), "--photos", str(photo), "--pan", "2"]) == 2
+
+
+def test_per_layer_distances_average_to_the_style_distance(network):
+    torch.manual_seed(3)
+    meter = QualityMeter(network, torch.rand(1, 3, 40, 40))
+    images = torch.rand(2, 3, 40, 40)
+    feats = meter.features(images)
+    layers = meter.style_layers_from(feats)
+    assert layers.shape == (2, 4) and (layers > 0).all()
+    assert torch.allclose(layers.mean(1), meter.style_from(feats))
+
+
+def test_weave_measure_sees_a_period_4_ripple_and_not_smooth_texture():
+    from fststyle.measures.weave import WeaveMeter, band_stats
+
+    torch.manual_seed(4)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8), size=(128, 128), mode="bicubic", align_corners=False).clamp(0, 1)
+    texture = (smooth + 0.05 * torch.randn(1, 3, 128, 128)).clamp(0, 1)  # fine, but not periodic
+    yy, xx = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
+    woven = (smooth + 0.05 * torch.sin(2 * torch.pi * xx / 4) + 0.05 * torch.sin(2 * torch.pi * yy / 4)).clamp(0, 1)
+    peaks = {name: band_stats(im)[1] for name, im in [("texture", texture), ("woven", woven)]}
+    assert peaks["woven"] > 10 * peaks["texture"], peaks
+    share, _ = WeaveMeter(texture)(woven)  # energy at 2-6 px against a painting with fine noise texture
+    assert 0 < share < 10
+
+
+def test_evaluate_measures_existing_outputs_matched_by_name(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    photos, styles, theirs = tmp_path / "photos", tmp_path / "styles", tmp_path / "theirs"
+    for d in (photos, styles, theirs):
+        d.mkdir()
+    picture = lambda w, h: Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))  # noqa: E731
+    picture(48, 32).save(photos / "city.png")
+    picture(40, 40).save(photos / "city_night.png")  # a photo whose name starts like another's
+    for style in ("wave", "wave_big"):
+        picture(30, 30).save(styles / f"{style}.jpg")
+    picture(96, 64).save(theirs / "city_wave_eccv16.jpg")  # another size: compared at the photo's
+    picture(40, 40).save(theirs / "city_night_wave_big.jpg")
+    picture(40, 40).save(theirs / "unrelated.jpg")
+    out = tmp_path / "eval"
+    assert evaluate_main(["--outputs", f"them={theirs}", "--photos", str(photos), "--styles", str(styles), "--out", str(out),
+                          "--size", "48", "--weights", "random"]) == 0
+    rows = [r for r in json.loads((out / "metrics.json").read_text())["rows"]]
+    assert {(r["model"], r["photo"]) for r in rows} == {("them:wave_eccv16", "city.png"), ("them:wave_big", "city_night.png")}
+    assert all(r["relu4_3"] > 0 and r["weave"] > 0 and r["style"] > 0 for r in rows)
+    assert "relu4_3" in capsys.readouterr().out
+    assert evaluate_main(["--outputs", f"them={tmp_path / 'none'}", "--photos", str(photos), "--styles", str(styles), "--weights", "random"]) == 2
+    assert evaluate_main(["--outputs", f"them={theirs}", "--photos", str(photos), "--weights", "random"]) == 2
+    assert evaluate_main(["--photos", str(photos), "--weights", "random"]) == 2

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fststyle.stylefile import export_transformer
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
+from fststyle.stylefile import export_transformer
 from tests.badimages import make_bad_folder, photo, photo_folder
 from tests.test_reliability_files import hostile_file
 

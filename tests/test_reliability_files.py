@@ -12,11 +12,10 @@ from hydra import compose, initialize_config_dir
 
 from fststyle import export
 from fststyle.errors import UserError
-from fststyle.stylefile import export_transformer, load_transformer
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.nets.vgg import LossNetwork
+from fststyle.stylefile import check_resumable, export_transformer, load_transformer
 from fststyle.train import run as training
-from fststyle.stylefile import check_resumable
 from tests.badimages import photo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,8 @@
 """Temporal stability: the loss has a gradient, the flicker measure reads 0 on a still clip and grows with noise."""
 import torch
 
-from fststyle.nets.stability import consecutive_difference, pan_clip, stability_loss, warped_difference
+from fststyle.measures.flicker import consecutive_difference, pan_clip, warped_difference
+from fststyle.nets.stability import stability_loss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 
 

@@ -9,8 +9,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fststyle.errors import UserError
-from fststyle.stylefile import export_transformer, load_transformer
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
+from fststyle.stylefile import export_transformer, load_transformer
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = {"base_channels": 8, "residual_blocks": 2, "upsample": "nearest", "styles": 1}

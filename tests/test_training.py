@@ -4,10 +4,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from fststyle.errors import UserError
-from fststyle.stylefile import load_transformer
 from fststyle.nets.losses import build_loss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.style import load_style
+from fststyle.stylefile import load_transformer
 from fststyle.train.data import StyleDataModule
 from fststyle.train.run import train
 from tests.conftest import PIPE_TEST_BALANCE

@@ -19,7 +19,7 @@ def test_default_net_is_johnsons():
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 67, 45)])
-@pytest.mark.parametrize("upsample", ["nearest", "transpose"])
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear", "transpose"])
 def test_shapes_and_range(shape, upsample):
     net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=2, upsample=upsample))
     y = net(torch.rand(shape) * 4 - 2)

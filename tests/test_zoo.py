@@ -11,9 +11,8 @@ from PIL import Image
 
 from fststyle import zoo
 from fststyle.errors import UserError
-from fststyle.stylefile import load_transformer
 from fststyle.infer.stylizer import Stylizer
-from fststyle.stylefile import read_meta
+from fststyle.stylefile import load_transformer, read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = zoo.names()

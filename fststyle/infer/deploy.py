@@ -31,9 +31,9 @@ GRAPH = 2  # bump when the exported graph changes, so cached graphs of older ver
 
 
 def _aligned(ckpt: str | Path, style: str | dict | None = None):
-    from fststyle.stylefile import load_transformer
     from fststyle.infer.rewrite import faster_equivalent
     from fststyle.infer.stylizer import AlignedTransformer
+    from fststyle.stylefile import load_transformer
 
     net, meta = load_transformer(ckpt, style)
     return AlignedTransformer(faster_equivalent(net)).eval(), meta

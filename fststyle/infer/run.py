@@ -13,7 +13,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from fststyle.atomic import atomic_path
 from fststyle.errors import UserError
 from fststyle.hardware import PRECISIONS, resolve_precision
 
@@ -266,34 +265,13 @@ def _gpu_likely() -> bool:
     return os.path.exists("/proc/driver/nvidia/version") or (sys.platform == "darwin" and platform.machine() == "arm64")
 
 
-def read_image(path: Path, size: int | None):
-    """(H, W, 3) uint8, upright and in sRGB, as a viewer shows the file (fststyle/photos.py)."""
-    import numpy as np
-
-    from fststyle.photos import fit_long_side, open_rgb
-
-    return np.asarray(fit_long_side(open_rgb(path), size))
-
-
-def write_image(array, path: Path, exif: bytes | None = None) -> None:
-    """Atomically; ``exif`` (the photo's, orientation reset) is kept where the format holds EXIF."""
-    from PIL import Image
-
-    suffix = path.suffix.lower()
-    options = {"quality": 95} if suffix in (".jpg", ".jpeg", ".webp") else {}
-    if exif and suffix in (".jpg", ".jpeg", ".webp", ".png", ".tif", ".tiff"):
-        options["exif"] = exif
-    with atomic_path(path) as tmp:  # the temp name keeps the suffix: PIL picks the format by it
-        Image.fromarray(array).save(tmp, **options)
-
-
 def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, show_progress: bool) -> Path:
     """Images in batches of equal size, videos frame by frame; a one-line summary; unreadable files listed."""
     from tqdm import tqdm
 
+    from fststyle.images import output_exif, read_array, save_image
     from fststyle.infer.video import is_video as video
     from fststyle.infer.video import stylize_video
-    from fststyle.photos import output_exif
 
     start = time.perf_counter()
     images_done, videos_done, frames, skipped = 0, 0, 0, []
@@ -306,7 +284,7 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
             import numpy as np
 
             for image, (src, dst) in zip(engine(np.stack(batch)), targets):
-                write_image(image, dst, output_exif(src))
+                save_image(image, dst, output_exif(src))
             images_done += len(batch)
             batch.clear()
             targets.clear()
@@ -315,7 +293,7 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
     videos = [(s, d) for s, d in jobs if video(s)]
     for src, dst in tqdm(images, unit="image", disable=not show_progress or len(images) < 2):
         try:
-            image = read_image(src, cfg.size)
+            image = read_array(src, cfg.size)
         except Exception as e:  # noqa: BLE001 - PIL fails on non-images in many ways
             skipped.append((src, f"{e.__class__.__name__}: {str(e)[:100]}"))
             continue
@@ -378,8 +356,9 @@ def settings_from_config(cfg: DictConfig, device_type: str = "cpu"):
 
 def run_optimize(cfg: DictConfig) -> Path:
     """``infer.py method=optimize``: read, optimise, write; every user mistake is caught before the work."""
-    from fststyle.gatys import build_gatys_loss, intermediate_path, optimize_image, pick_device, save_image
-    from fststyle.style import checksum_for, load_image, resolve_image
+    from fststyle.gatys import build_gatys_loss, intermediate_path, optimize_image, pick_device
+    from fststyle.images import load_image, save_image
+    from fststyle.style import checksum_for, resolve_image
 
     src, dst = Path(cfg.input), Path(cfg.output)
     if src.is_dir():

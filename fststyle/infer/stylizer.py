@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fststyle.errors import UserError
-from fststyle.stylefile import StyleMeta, load_transformer
 from fststyle.infer.color import finish
 from fststyle.infer.rewrite import faster_equivalent
 from fststyle.infer.tiling import ALIGN, stylize_tiled
 from fststyle.nets.transformer import TransformerNet
+from fststyle.stylefile import StyleMeta, load_transformer
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -128,9 +128,6 @@ class Stylizer:
     def __call__(self, image):
         if isinstance(image, torch.Tensor):
             return self.stylize_tensor(image)
-        import numpy as np
-        from PIL import Image
+        from fststyle.images import from_pil, to_pil
 
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
-        out = self.stylize_tensor(torch.from_numpy(array).permute(2, 0, 1)[None])
-        return Image.fromarray((out[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        return to_pil(self.stylize_tensor(from_pil(image)))

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fststyle.infer.rewrite import SubPixelUpsample
-from fststyle.nets.transformer import TransformerNet, Upsample, to_image
+from fststyle.nets.transformer import TransformerNet, Upsample, resize2x, to_image
 
 ALIGN = 4  # the network down-samples twice by 2
 
@@ -180,9 +180,9 @@ def split_norm(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
     """A layer that ends in instance norm (+ ReLU) as (what comes before the norm, the norm and the rest)."""
     if isinstance(layer, SubPixelUpsample):
         return _Call(layer.body), layer.post
-    if isinstance(layer, Upsample) and layer.mode == "nearest":
+    if isinstance(layer, Upsample) and layer.mode != "transpose":
         conv = list(layer.conv)
-        return nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), *conv[:2]), nn.Sequential(*conv[2:])
+        return nn.Sequential(_Call(lambda x: resize2x(x, layer.mode)), *conv[:2]), nn.Sequential(*conv[2:])
     layers = list(layer.conv if isinstance(layer, Upsample) else layer)
     split = next(i for i, m in enumerate(layers) if isinstance(m, nn.InstanceNorm2d))
     return nn.Sequential(*layers[:split]), nn.Sequential(*layers[split:])

@@ -29,7 +29,7 @@ from fststyle.errors import UserError
 class TransformerConfig:
     base_channels: int = 32          # c9s1-32; d64/d128 double it
     residual_blocks: int = 5
-    upsample: str = "nearest"       # "nearest" (resize + conv, no checkerboard) or "transpose"
+    upsample: str = "nearest"       # "nearest" | "bilinear" (resize + conv) or "transpose" (fractionally strided conv)
     styles: int = 1                  # > 1: conditional instance norm, one scale/shift per style
 
     def to_dict(self) -> dict:
@@ -88,15 +88,22 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+UPSAMPLE_MODES = ("nearest", "bilinear", "transpose")
+
+
 class Upsample(nn.Module):
-    """x2 up-sampling: nearest resize + conv (default) or a fractionally strided conv."""
+    """x2 up-sampling: a resize + conv, or a fractionally strided conv (``transpose``).
+
+    ``nearest`` makes every output phase see its own mix of source pixels, so a trained network can (and at
+    short training does) lay a period-4 ripple over its output (the weave: fststyle/measures/weave.py);
+    ``bilinear`` resizes smoothly and gives it no phase pattern to learn."""
 
     def __init__(self, cin: int, cout: int, mode: str, styles: int = 1):
         super().__init__()
-        if mode not in ("nearest", "transpose"):
-            raise UserError(f"model.upsample must be 'nearest' or 'transpose', got {mode!r}")
+        if mode not in UPSAMPLE_MODES:
+            raise UserError(f"model.upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {mode!r}")
         self.mode = mode
-        if mode == "nearest":
+        if mode != "transpose":
             self.conv = ConvLayer(cin, cout, 3, styles=styles)
         else:
             self.conv = nn.Sequential(
@@ -106,9 +113,15 @@ class Upsample(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "nearest":
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        if self.mode != "transpose":
+            x = resize2x(x, self.mode)
         return self.conv(x)
+
+
+def resize2x(x: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "bilinear":
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
 class TransformerNet(nn.Module):

@@ -20,12 +20,11 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, get_worker_info
 
 from fststyle.errors import UserError
-from fststyle.photos import upright_srgb
+from fststyle.images import IMAGE_EXTENSIONS, upright_srgb
 from fststyle.train.sharding import LoggedSamples, RankStream, record_key, sample_log_dir
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
 
 
 def list_images(root: str | Path) -> list[Path]:

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from fststyle.errors import UserError
+from fststyle.images import save_image
+from fststyle.measures.quality import STYLE_SIZE, QualityMeter
 from fststyle.nets.losses import build_loss
 from fststyle.nets.stability import stability_loss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
-from fststyle.quality import STYLE_SIZE, QualityMeter
 from fststyle.style import checksum_for, load_style
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class StyleTransferModule(pl.LightningModule):
         grid = make_grid(torch.cat([content, *(o.float() for o in outputs)]).clamp(0, 1).cpu(), nrow=len(content), padding=2)
         folder = Path(self.trainer.default_root_dir) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
-        save_image(grid, folder / f"step_{self.global_step:07d}.jpg")
+        save_image(grid, folder / f"step_{self.global_step:07d}.jpg", quality=90)
         log_image = getattr(self.logger, "log_image", None)  # WandbLogger has it
         if log_image is not None:
             log_image(key="samples", images=[grid], caption=["content (top) | stylized (bottom)"], step=self.global_step)

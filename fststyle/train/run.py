@@ -18,8 +18,8 @@ from fststyle.cache import sha256_of
 from fststyle.config import expand_styles
 from fststyle.errors import UserError
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
-from fststyle.stylefile import check_replaceable, check_resumable, export_transformer, load_network, raw_header
 from fststyle.style import absolute_image, checksum_for, resolve_image
+from fststyle.stylefile import check_replaceable, check_resumable, export_transformer, load_network, raw_header
 from fststyle.train.distributed import check_launch, scaled_optim
 from fststyle.train.module import StyleTransferModule
 from fststyle.train.safety import (

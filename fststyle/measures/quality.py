@@ -63,10 +63,15 @@ class QualityMeter:
         feats = self.features(images)
         return {name: gram(feats[name]) for name in STYLE_LAYERS}
 
+    def style_layers_from(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, layers) relative Gram distance per style layer (``STYLE_LAYERS`` order): the mean hides which
+        scale is missing (relu4_3 holds a painting's large forms)."""
+        per_layer = [relative_distance(gram(feats[n]), self.style_grams[n].to(feats[n].device)) for n in STYLE_LAYERS]
+        return torch.stack(per_layer, dim=1)
+
     def style_from(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """(N,) style distance of images whose ``features()`` are given."""
-        per_layer = [relative_distance(gram(feats[n]), self.style_grams[n].to(feats[n].device)) for n in STYLE_LAYERS]
-        return torch.stack(per_layer).mean(0)
+        return self.style_layers_from(feats).mean(1)
 
     @staticmethod
     def content_from(feats: dict[str, torch.Tensor], photo_feats: dict[str, torch.Tensor]) -> torch.Tensor:
