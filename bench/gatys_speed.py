@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, pick_device, resize_long_side
-from fststyle.hardware import machine_summary, resolve_precision
+from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, resize_long_side
+from fststyle.hardware import machine_summary, resolve_device, resolve_precision
 from fststyle.images import load_image
 
 
@@ -37,7 +37,7 @@ def main() -> None:
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("infer", overrides=["method=optimize", "input=x", "output=y", f"loss.weights={args.weights}"])
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     loss = build_gatys_loss(cfg.loss).to(device)
     content, style = load_image(args.content).to(device), load_image(args.style).to(device)
     print(f"device={device} ({machine_summary(str(device))}, torch threads={torch.get_num_threads()}), "

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fststyle.errors import UserError
+from fststyle.hardware import PRECISION_TABLE, check_precision, torch_dtype
 from fststyle.nets.losses import PerceptualLoss, build_loss
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 MIN_SIDE = 16  # pixels: VGG's relu5_x sees 1/16 of the image
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -60,8 +60,7 @@ class OptimizeSettings:
             raise UserError(f"lr must be > 0, got {self.lr}")
         if self.style_scale <= 0:
             raise UserError(f"style_scale must be > 0, got {self.style_scale}")
-        if self.precision not in AUTOCAST:
-            raise UserError(f"precision must be one of {', '.join(AUTOCAST)} here, got {self.precision!r}")
+        check_precision(self.precision, PRECISION_TABLE)
         if self.save_every is not None and self.save_every <= 0:
             raise UserError(f"save_every must be a positive number of iterations or null, got {self.save_every}")
 
@@ -107,7 +106,7 @@ def optimize_image(
     counted over all passes).
     """
     device = content.device
-    dtype = AUTOCAST[settings.precision]
+    dtype = None if settings.precision == "fp32" else torch_dtype(settings.precision)
 
     def vgg_precision():
         return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
@@ -177,10 +176,3 @@ def intermediate_path(output: Path, iteration: int) -> Path:
     return output.with_name(f"{output.stem}_{iteration:05d}{output.suffix}")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"device: {e}") from None

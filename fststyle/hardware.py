@@ -22,9 +22,57 @@ from fststyle.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The one precision table: each precision's torch dtype (by name: this module imports no torch), Lightning's
+# name for it in training, and OpenVINO's inference precision hint.
+PRECISION_TABLE = {
+    "fp32": {"torch": "float32", "lightning": "32-true", "openvino": "f32"},
+    "bf16": {"torch": "bfloat16", "lightning": "bf16-mixed", "openvino": "bf16"},
+    "fp16": {"torch": "float16", "lightning": "16-mixed", "openvino": "f16"},
+}
+PRECISIONS = ("auto", *PRECISION_TABLE)
 PROBE_MIN_SPEEDUP = 1.3  # bf16 must beat fp32 by this much to be chosen: its outputs differ slightly
-LIGHTNING_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+LIGHTNING_PRECISION = {name: row["lightning"] for name, row in PRECISION_TABLE.items()}
+OPENVINO_PRECISION = {name: row["openvino"] for name, row in PRECISION_TABLE.items()}
+
+
+def torch_dtype(precision: str):
+    """The torch dtype of fp32 / bf16 / fp16."""
+    import torch
+
+    return getattr(torch, PRECISION_TABLE[precision]["torch"])
+
+
+def check_precision(precision: str, allowed=PRECISIONS) -> str:
+    if precision not in allowed:
+        from fststyle.errors import UserError
+
+        raise UserError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
+    return precision
+
+
+def resolve_device(device: str):
+    """The one device resolver: ``auto`` -> CUDA, else MPS, else the CPU; a named device that is not here is
+    one ``UserError``."""
+    import torch
+
+    from fststyle.errors import UserError
+
+    device = str(device)
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device must be auto, cpu, cuda or mps, got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda, but PyTorch sees no CUDA GPU here; use device=auto or device=cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("device=mps, but MPS is not available here; use device=auto or device=cpu")
+    return dev
 
 
 @lru_cache(maxsize=1)
@@ -90,10 +138,7 @@ def auto_precision(device_type: str = "cpu") -> str:
 
 def resolve_precision(precision: str, device_type: str = "cpu") -> str:
     """``auto`` -> this device's choice, printed once; fp32/bf16/fp16 as given."""
-    if precision not in PRECISIONS:
-        from fststyle.errors import UserError
-
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     if precision != "auto":
         return precision
     chosen = auto_precision(device_type)

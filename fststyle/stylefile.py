@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,8 +145,11 @@ def load_checkpoint_file(path: str | Path) -> dict:
         raise UserError(f"checkpoint: no such file {str(path)!r}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message is a dozen lines about weights_only
+        raise UserError(f"{path}: not a readable checkpoint, refused: it holds pickled objects other than tensors "
+                        "(a weights-only load never runs them)") from None
     except Exception as e:  # noqa: BLE001 - corrupt, truncated and hostile files fail in many ways
-        raise UserError(f"{path}: not a readable fststyle training checkpoint, refused ({e.__class__.__name__}: {first_line(e)})") from None
+        raise UserError(f"{path}: not a readable checkpoint, refused ({e.__class__.__name__}: {first_line(e)})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("hyper_parameters", {}).get("model"), dict):
         raise UserError(f"{path}: not an fststyle training checkpoint")
     return ckpt

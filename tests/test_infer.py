@@ -209,10 +209,10 @@ def test_cli_error_is_one_line_and_exit_code(tmp_path, style_file):
 
 
 def test_tile_option(tmp_path, style_file):
-    from fststyle.infer.run import Engine
+    from fststyle.infer.run import Engine, infer_settings
 
     def engine(*overrides):
-        return Engine(config("input=x", "output=y", *overrides), style_file)
+        return Engine(infer_settings(config("input=x", "output=y", *overrides)), style_file)
 
     auto = engine()  # on the CPU: 1080p whole (fast), 4K in 1024-px tiles (memory)
     assert auto.tile == 1024 and not auto.tiled(1080, 1920) and auto.tiled(2160, 3840)

@@ -146,7 +146,6 @@ class OnnxStylizer(_GraphStylizer):
 
 
 # precision= of infer.py as OpenVINO's inference precision hint (its own default is bf16 where the CPU has AMX)
-OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
 class OpenVinoStylizer(_GraphStylizer):
@@ -158,9 +157,10 @@ class OpenVinoStylizer(_GraphStylizer):
             import openvino as ov
         except ImportError:
             raise UserError("backend=openvino needs OpenVINO: pip install 'fststyle[openvino]'") from None
-        if precision not in OPENVINO_PRECISIONS:
-            raise UserError(f"precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got {precision!r}")
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}
+        from fststyle.hardware import OPENVINO_PRECISION, check_precision
+
+        check_precision(precision, OPENVINO_PRECISION)
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision]}
         core = ov.Core()
         compiled = cache_dir() / "openvino"  # compiled models: 0.05 s to load instead of 0.25 s to compile
         try:

@@ -1,12 +1,10 @@
-"""What ``infer.py`` does with its config: stylize an image, a folder or a video, or export the network.
+"""What ``infer.py`` does with its config: turn it into typed settings once (``infer_settings``), then stylize
+an image, a folder or a video, export the network, or run the optimisation method.
 
-The CPU path runs the network's ONNX graph with OpenVINO (or onnxruntime) and never imports
-PyTorch (2 s of import time on a small CPU); PyTorch is loaded only for GPUs, tiles, exports,
-and the first use of a style file (to export its graph).
+The entry layer: the Hydra config stops here. What runs is :mod:`fststyle.infer.engine`.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -14,38 +12,95 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fststyle.errors import UserError
-from fststyle.hardware import PRECISIONS, resolve_precision
+from fststyle.hardware import resolve_precision
+from fststyle.infer.engine import EXPORTS, MIN_SIZE, Engine, InferSettings
 
-EXPORTS = {"onnx": ".onnx", "torchscript": ".pt"}
-BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
-RUNTIMES = ("openvino", "onnxruntime")  # ONNX runtimes on the CPU, fastest first (bench/infer_speed.py)
-# tile=auto: images up to this many pixels in one piece, larger ones in tiles of this side. Tiling with
-# exact statistics costs ~5x the compute: a 1080p photo on 2 CPU cores took 138 s in 1024-px tiles,
-# 5.5 s whole with OpenVINO (0.93 GB peak RSS); 4K in tiles peaks at 1.5 GB (docs/BENCHMARKS.md)
-TILE_AUTO = {"cuda": (4096 * 4096, 4096), "other": (2048 * 2048, 1024)}
+
+def whole_number(name: str, value, low: int, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        more = " or null" if allow_none else ""
+        raise UserError(f"{name} must be a whole number >= {low}{more}, got {value!r}")
+    return value
+
+
+def number(name: str, value, low: float, high: float) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if isinstance(value, bool) or not low <= x <= high:
+        raise UserError(f"{name} must be a number between {low:g} and {high:g}, got {value!r}")
+    return x
+
+
+def boolean(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def infer_settings(cfg: DictConfig) -> InferSettings:
+    """The run's typed settings, every value checked: the one place infer.py's config is read."""
+    def text(key: str) -> str | None:
+        if OmegaConf.is_missing(cfg, key) or cfg.get(key) is None:
+            return None
+        return str(cfg.get(key))
+
+    mix = cfg.get("style_mix")
+    if mix is not None and not OmegaConf.is_dict(mix):
+        raise UserError(f'style_mix must be a mapping like "{{starry_night: 0.7, wave: 0.3}}", got {mix!r}')
+    tile = cfg.get("tile", "auto")
+    return InferSettings(
+        method=str(cfg.get("method", "fast")),
+        ckpt=text("ckpt"),
+        input=text("input"),
+        output=text("output"),
+        style=str(cfg.style.name) if cfg.get("style") is not None and style_given(cfg) else None,
+        style_mix={str(k): v for k, v in OmegaConf.to_container(mix).items()} if mix is not None else None,
+        size=whole_number("size", cfg.get("size"), MIN_SIZE, allow_none=True),
+        device=str(cfg.get("device", "auto")),
+        precision=str(cfg.get("precision", "auto")),
+        backend=str(cfg.get("backend", "auto")),
+        batch_size=whole_number("batch_size", cfg.get("batch_size", 1), 1),
+        tile=tile,
+        overlap=whole_number("overlap", cfg.get("overlap", 128), 0),
+        tile_stats=str(cfg.get("tile_stats", "exact")),
+        preserve_color=boolean("preserve_color", cfg.get("preserve_color", False)),
+        strength=number("strength", cfg.get("strength", 1.0), 0, 1),
+        export=text("export"),
+        overwrite=boolean("overwrite", cfg.get("overwrite", False)),
+    )
 
 
 def run(cfg: DictConfig) -> Path:
-    if cfg.method == "optimize":  # Gatys et al.: optimise the pixels, no trained network
-        return run_optimize(cfg)
-    if cfg.method != "fast":
-        raise UserError(f"method must be 'fast' (a trained style file, ckpt=) or 'optimize' (Gatys), got {cfg.method!r}")
+    settings = infer_settings(cfg)
+    if settings.method == "optimize":  # Gatys et al.: optimise the pixels, no trained network
+        return run_optimize(cfg, settings)
+    return run_fast(settings)
+
+
+def run_fast(settings: InferSettings) -> Path:
     from fststyle import zoo
 
-    if cfg.ckpt is None:
+    if settings.ckpt is None:
         raise UserError(
             "method=fast needs ckpt=FILE (an exported .safetensors style or a training .ckpt) "
             f"or a shipped style's name: {', '.join(zoo.names()) or 'none shipped'}"
         )
-    if str(cfg.ckpt) == "list":
+    if settings.ckpt == "list":
         zoo.main()
         return Path(zoo.ZOO_DIR)
-    ckpt, _ = zoo.resolve_model(str(cfg.ckpt))
-    style = style_choice(cfg, ckpt)
-    if cfg.get("export"):
-        return export(cfg, ckpt, style)
-
-    src, dst = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()
+    ckpt, _ = zoo.resolve_model(settings.ckpt)
+    style = style_choice(settings, ckpt)
+    if settings.export:
+        return export(settings, ckpt, style)
+    if settings.input is None:
+        raise UserError("input=IMAGE|FOLDER|VIDEO is missing: what to stylize")
+    if settings.output is None:
+        raise UserError("output=PATH is missing: where to write (an image, a folder, or a video file)")
+    src, dst = Path(settings.input).expanduser(), Path(settings.output).expanduser()
     if not src.exists():
         raise UserError(f"input: no such file or folder {str(src)!r}")
     if src.is_dir():
@@ -55,29 +110,27 @@ def run(cfg: DictConfig) -> Path:
             dst = dst / src.name
         check_output_format(src, dst)
         jobs = [(src, dst)]
-    check_outputs(jobs, dst if src.is_dir() else dst.parent, bool(cfg.overwrite))
-    engine = Engine(cfg, ckpt, style)
-    return stylize_all(jobs, engine, cfg, show_progress=src.is_dir() or is_video(src))
+    check_outputs(jobs, dst if src.is_dir() else dst.parent, settings.overwrite)
+    engine = Engine(settings, ckpt, style)
+    return stylize_all(jobs, engine, settings, show_progress=src.is_dir() or is_video(src))
 
 
-def style_choice(cfg: DictConfig, ckpt: Path) -> str | dict | None:
+def style_choice(settings: InferSettings, ckpt: Path) -> str | dict | None:
     """What a multi-style file paints: ``style_mix=`` (a blend), else ``style=NAME``; None for a one-style file."""
     from fststyle.stylefile import style_names_of
 
-    mix = cfg.get("style_mix")
+    mix = settings.style_mix
     names = style_names_of(ckpt) if ckpt.suffix in (".safetensors", ".ckpt") else []
     if not names:
         if mix:
             raise UserError(f"style_mix needs a multi-style file; {ckpt} paints one style")
         return None
     if mix:
-        if not OmegaConf.is_dict(mix):
-            raise UserError(f'style_mix must be a mapping like "{{{names[0]}: 0.7, {names[-1]}: 0.3}}", got {mix!r}')
-        return {str(k): v for k, v in OmegaConf.to_container(mix).items()}
-    if not style_given(cfg):
+        return mix
+    if settings.style is None:
         raise UserError(f"{ckpt.name} carries {len(names)} styles: pick one with style=NAME or blend them with "
                         f'style_mix="{{{names[0]}: 0.5, {names[-1]}: 0.5}}"; its styles: {", ".join(names)}')
-    return str(cfg.style.name)
+    return settings.style
 
 
 def style_given(cfg: DictConfig) -> bool:
@@ -147,125 +200,7 @@ def check_outputs(jobs: list[tuple[Path, Path]], out_dir: Path, overwrite: bool)
         raise UserError(f"output folder {str(out_dir)!r} is not writable: {e.strerror or e}") from None
 
 
-class Engine:
-    """The network behind one backend: ``engine(batch)`` maps (N, H, W, 3) uint8 to the same.
-
-    ``backend=auto`` picks an ONNX runtime on the CPU (OpenVINO, else onnxruntime in fp32: faster
-    here, and no PyTorch import), PyTorch otherwise; images that need tiles (``tiled``) always go
-    through PyTorch's tiling.
-    """
-
-    def __init__(self, cfg: DictConfig, ckpt: Path, style: str | dict | None = None):
-        self.cfg, self.ckpt, self.style = cfg, ckpt, style  # style: of a multi-style file (style_choice)
-        backend = cfg.get("backend", "auto")
-        if backend not in BACKENDS:
-            raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if cfg.device not in ("auto", "cpu", "cuda", "mps") and not str(cfg.device).startswith("cuda:"):
-            raise UserError(f"device must be auto, cpu, cuda or mps, got {cfg.device!r}")
-        if not 0 <= float(cfg.strength) <= 1:
-            raise UserError(f"strength must be between 0 and 1, got {cfg.strength}")
-        if cfg.precision not in PRECISIONS:
-            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-        if backend == "onnxruntime" and (cfg.precision not in ("auto", "fp32") or cfg.device not in ("auto", "cpu")):
-            raise UserError("backend=onnxruntime runs fp32 on the CPU: use precision=fp32 device=cpu, or backend=torch")
-        if backend == "openvino" and cfg.device not in ("auto", "cpu"):
-            raise UserError("backend=openvino runs on the CPU: use device=cpu, or backend=torch")
-        on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not _gpu_likely()) or backend in RUNTIMES
-        if backend == "onnxruntime":
-            self.precision = "fp32"
-        else:
-            self.precision = resolve_precision(cfg.precision, "cpu" if on_cpu else _torch_device_type(cfg.device))
-        if backend == "auto":
-            from fststyle.infer.deploy import installed
-
-            usable = [r for r in RUNTIMES if installed(r) and (r == "openvino" or self.precision == "fp32")] if on_cpu else []
-            backend = usable[0] if usable else "torch"
-        self.backend = backend
-        self.whole_pixels, self.tile = self._resolve_tile(cfg.tile)
-        self._runtime = self._torch = None
-        # load now: a bad checkpoint is reported before any file is read
-        self.runtime() if backend in RUNTIMES else self.torch()
-
-    def _resolve_tile(self, tile) -> tuple[int | None, int | None]:
-        """(largest pixel count stylized whole, tile side). ``tile=N``: sides above N are tiled;
-        ``tile=auto``: up to 4 MP whole on the CPU (16 MP on a CUDA GPU), larger images in tiles."""
-        if tile is None:
-            return None, None
-        if tile == "auto":
-            on_cuda = False
-            if self.backend == "torch":
-                from fststyle.infer.stylizer import resolve_device
-
-                on_cuda = resolve_device(str(self.cfg.device)).type == "cuda"
-            return TILE_AUTO["cuda" if on_cuda else "other"]
-        if not isinstance(tile, int) or isinstance(tile, bool) or tile < 64:
-            raise UserError(f"tile must be auto, null or a number of pixels >= 64, got {tile!r}")
-        return None, tile
-
-    def tiled(self, height: int, width: int) -> bool:
-        if self.tile is None:
-            return False
-        if self.whole_pixels is not None:
-            return height * width > self.whole_pixels
-        return max(height, width) > self.tile
-
-    def runtime(self):
-        if self._runtime is None:
-            from fststyle.infer.deploy import OnnxStylizer, OpenVinoStylizer
-
-            cfg = self.cfg
-            options = {"preserve_color": cfg.preserve_color, "strength": float(cfg.strength)}
-            if self.backend == "openvino":
-                self._runtime = OpenVinoStylizer.from_checkpoint(self.ckpt, self.style, precision=self.precision, **options)
-            else:
-                self._runtime = OnnxStylizer.from_checkpoint(self.ckpt, self.style, **options)
-        return self._runtime
-
-    def torch(self):
-        if self._torch is None:
-            from fststyle.infer.stylizer import Stylizer
-
-            cfg = self.cfg
-            self._torch = Stylizer.from_checkpoint(
-                self.ckpt, device=cfg.device, style=self.style, precision=self.precision, tile=self.tile, overlap=cfg.overlap,
-                tile_stats=cfg.tile_stats, preserve_color=cfg.preserve_color, strength=float(cfg.strength),
-            )
-        return self._torch
-
-    def __call__(self, batch):
-        import numpy as np
-
-        tiled = self.tiled(*batch.shape[1:3])
-        if self.backend in RUNTIMES and not tiled:
-            out = self.runtime()(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255)
-        else:
-            import torch
-
-            images = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
-            del batch
-            out = self.torch().stylize_tensor(images, tiled)
-            del images
-            out = out.numpy()
-        out *= 255
-        out += 0.5  # round, in place: a 4K frame is 100 MB per float copy
-        return out.transpose(0, 2, 3, 1).astype(np.uint8)
-
-
-def _torch_device_type(device: str) -> str:
-    from fststyle.infer.stylizer import resolve_device
-
-    return resolve_device(str(device)).type
-
-
-def _gpu_likely() -> bool:
-    """Whether device=auto could find a GPU, without importing torch to ask (an NVIDIA driver, or Apple silicon)."""
-    import platform
-    import sys
-
-    return os.path.exists("/proc/driver/nvidia/version") or (sys.platform == "darwin" and platform.machine() == "arm64")
-
-
-def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, show_progress: bool) -> Path:
+def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, settings: InferSettings, show_progress: bool) -> Path:
     """Images in batches of equal size, videos frame by frame; a one-line summary; unreadable files listed."""
     from tqdm import tqdm
 
@@ -293,18 +228,18 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
     videos = [(s, d) for s, d in jobs if video(s)]
     for src, dst in tqdm(images, unit="image", disable=not show_progress or len(images) < 2):
         try:
-            image = read_array(src, cfg.size)
+            image = read_array(src, settings.size)
         except Exception as e:  # noqa: BLE001 - PIL fails on non-images in many ways
             skipped.append((src, f"{e.__class__.__name__}: {str(e)[:100]}"))
             continue
-        if batch and (image.shape != batch[0].shape or len(batch) >= cfg.batch_size):
+        if batch and (image.shape != batch[0].shape or len(batch) >= settings.batch_size):
             flush()
         batch.append(image)
         targets.append((src, dst))
     flush()
     for src, dst in videos:
         try:
-            frames += stylize_video(src, dst, engine, cfg.batch_size, cfg.size, progress=show_progress)
+            frames += stylize_video(src, dst, engine, settings.batch_size, settings.size, progress=show_progress)
             videos_done += 1
         except UserError as e:
             if len(jobs) == 1:
@@ -323,22 +258,20 @@ def stylize_all(jobs: list[tuple[Path, Path]], engine: Engine, cfg: DictConfig, 
         for src, why in skipped:
             print(f"  skipped {src}: {why}")
         raise UserError(f"{len(skipped)} of {len(jobs)} input files could not be read (listed above)")
-    return Path(cfg.output)
+    return Path(settings.output)
 
 
-def export(cfg: DictConfig, ckpt: Path, style: str | dict | None = None) -> Path:
+def export(settings: InferSettings, ckpt: Path, style: str | dict | None = None) -> Path:
     """``export=onnx|torchscript output=FILE``: the network for deployment."""
     from fststyle.infer.deploy import export_onnx, export_torchscript
 
-    if cfg.export not in EXPORTS:
-        raise UserError(f"export must be onnx or torchscript, got {cfg.export!r}")
-    if OmegaConf.is_missing(cfg, "output") or cfg.output is None:
-        raise UserError(f"export={cfg.export} needs output=FILE{EXPORTS[cfg.export]}")
-    dst = Path(cfg.output).expanduser()
+    if settings.output is None:
+        raise UserError(f"export={settings.export} needs output=FILE{EXPORTS[settings.export]}")
+    dst = Path(settings.output).expanduser()
     if dst.is_dir():
-        dst = dst / (ckpt.stem + EXPORTS[cfg.export])
-    check_outputs([(ckpt, dst)], dst.parent, bool(cfg.overwrite))
-    (export_onnx if cfg.export == "onnx" else export_torchscript)(ckpt, dst, style)
+        dst = dst / (ckpt.stem + EXPORTS[settings.export])
+    check_outputs([(ckpt, dst)], dst.parent, settings.overwrite)
+    (export_onnx if settings.export == "onnx" else export_torchscript)(ckpt, dst, style)
     print(f"wrote {dst}")
     return dst
 
@@ -354,37 +287,41 @@ def settings_from_config(cfg: DictConfig, device_type: str = "cpu"):
     return OptimizeSettings(**fields)
 
 
-def run_optimize(cfg: DictConfig) -> Path:
+def run_optimize(cfg: DictConfig, settings: InferSettings | None = None) -> Path:
     """``infer.py method=optimize``: read, optimise, write; every user mistake is caught before the work."""
-    from fststyle.gatys import build_gatys_loss, intermediate_path, optimize_image, pick_device
+    from fststyle.gatys import build_gatys_loss, intermediate_path, optimize_image
+    from fststyle.hardware import resolve_device
     from fststyle.images import load_image, save_image
     from fststyle.style import checksum_for, resolve_image
 
-    src, dst = Path(cfg.input), Path(cfg.output)
+    settings = settings or infer_settings(cfg)
+    if settings.input is None or settings.output is None:
+        raise UserError("method=optimize needs input=IMAGE and output=IMAGE")
+    src, dst = Path(settings.input).expanduser(), Path(settings.output).expanduser()
     if src.is_dir():
         raise UserError(f"input: method=optimize stylizes one image, {str(src)!r} is a folder")
     if not src.is_file():
         raise UserError(f"input: no such file {str(src)!r}")
-    device = pick_device(str(cfg.get("device", "cpu")))
-    settings = settings_from_config(cfg, device.type)
+    device = resolve_device(settings.device)
+    optimize = settings_from_config(cfg, device.type)
     planned = [dst]
-    if settings.save_every:
-        planned += [intermediate_path(dst, i) for i in range(settings.save_every, settings.total_iterations + 1, settings.save_every)]
+    if optimize.save_every:
+        planned += [intermediate_path(dst, i) for i in range(optimize.save_every, optimize.total_iterations + 1, optimize.save_every)]
     existing = [str(p) for p in planned if p.exists()]
-    if existing and not cfg.get("overwrite", False):
+    if existing and not settings.overwrite:
         raise UserError(f"output: {existing[0]!r} exists{' (and more)' if len(existing) > 1 else ''}; pass overwrite=true to replace")
     if src.resolve() in {p.resolve() for p in planned}:
         raise UserError("output: would write over the input image")
 
-    content = load_image(src, cfg.get("size")).to(device)
+    content = load_image(src, settings.size).to(device)
     style = load_image(resolve_image(cfg.style.image, checksum_for(OmegaConf.to_container(cfg.style, resolve=True)))).to(device)
     loss = build_gatys_loss(OmegaConf.to_container(cfg.loss, resolve=True)).to(device)
 
     def on_iteration(i: int, image) -> None:
-        if settings.save_every and i % settings.save_every == 0:
+        if optimize.save_every and i % optimize.save_every == 0:
             save_image(image, intermediate_path(dst, i))
 
-    image, history = optimize_image(loss, content, style, settings, on_iteration)
+    image, history = optimize_image(loss, content, style, optimize, on_iteration)
     save_image(image, dst)
     if history:
         final = ", ".join(f"{k}={v:.4g}" for k, v in history[-1].items())

@@ -15,14 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fststyle.errors import UserError
+from fststyle.hardware import PRECISION_TABLE, check_precision, resolve_device, torch_dtype
 from fststyle.infer.color import finish
 from fststyle.infer.rewrite import faster_equivalent
 from fststyle.infer.tiling import ALIGN, stylize_tiled
 from fststyle.nets.transformer import TransformerNet
 from fststyle.stylefile import StyleMeta, load_transformer
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 class AlignedTransformer(nn.Module):
     """The transformer on any H, W: reflection-pad to a multiple of 4, stylize, crop.
@@ -40,24 +38,6 @@ class AlignedTransformer(nn.Module):
         h, w = x.shape[-2], x.shape[-1]
         x = F.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="reflect")  # 4 = tiling.ALIGN (TorchScript wants a literal)
         return self.transformer(x)[:, :, :h, :w]
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"device must be auto, cpu, cuda or mps, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda, but PyTorch sees no CUDA GPU here; use device=auto or device=cpu")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("device=mps, but MPS is not available here; use device=auto or device=cpu")
-    return dev
 
 
 class Stylizer:
@@ -81,12 +61,11 @@ class Stylizer:
         strength: float = 1.0,
         rewrite: bool = True,
     ):
-        if precision not in PRECISIONS:
-            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        check_precision(precision, PRECISION_TABLE)
         if not 0 <= strength <= 1:
             raise UserError(f"strength must be between 0 and 1, got {strength}")
         self.device = resolve_device(str(device))
-        self.dtype = PRECISIONS[precision]
+        self.dtype = torch_dtype(precision)
         # a copy either way: moving it to the device and dtype must not change the caller's module
         transformer = faster_equivalent(transformer) if rewrite and isinstance(transformer, TransformerNet) else copy.deepcopy(transformer)
         self.net = AlignedTransformer(transformer).eval().to(self.device, self.dtype, memory_format=torch.channels_last)
