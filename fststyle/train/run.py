@@ -10,7 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -25,14 +25,9 @@ from fststyle.train.module import StyleTransferModule
 from fststyle.train.safety import (
     EXIT_PREEMPTED,
     AtomicCheckpointIO,
-    CheckpointOnPreemption,
-    RefuseNonFiniteWeights,
-    ReportSkippedImages,
-    StopOnNonFiniteLoss,
     cluster_plugins,
     latest_checkpoint,
 )
-from fststyle.train.sharding import StreamEpoch
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +136,8 @@ def wandb_needs_offline(env) -> bool:
         return True
 
 
-def extra_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The user's own callbacks, ``callbacks.<name>: {_target_: ...}`` (a dict, so each can be overridden)."""
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    """The ``callbacks`` group's entries in order (conf/callbacks/default.yaml, plus ``+callbacks.NAME`` ones)."""
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
 
 
@@ -234,25 +229,12 @@ def train(cfg: DictConfig) -> Path | None:
     if base is not None and not ckpt_path:
         start_from(module.transformer, base[0])
     export = ExportStyle(cfg.export_dir, config, style_sha256, log_model=bool((cfg.get("logger") or {}).get("log_model", False)))
-    checkpoint = ModelCheckpoint(
-        dirpath=checkpoint_dir,
-        save_last=True,
-        save_top_k=0,
-        every_n_train_steps=cfg.checkpoint_every,
-        enable_version_counter=False,  # always last.ckpt, never last-v1.ckpt, so resume finds the newest
-    )
-    safety = [
-        StopOnNonFiniteLoss(),
-        CheckpointOnPreemption(checkpoint_dir / "last.ckpt"),
-        ReportSkippedImages(),
-        RefuseNonFiniteWeights(),  # before ExportStyle
-    ]
     trainer = instantiate(
         cfg.trainer,
         precision=trainer_precision(cfg),
         default_root_dir=str(run_dir),
         logger=build_logger(cfg),
-        callbacks=[checkpoint, *safety, export, StreamEpoch(), *extra_callbacks(cfg)],
+        callbacks=[*build_callbacks(cfg), export],  # the export last: RefuseNonFiniteWeights runs before it
         plugins=[AtomicCheckpointIO(), *cluster_plugins(cfg.get("slurm_requeue", True))],
     )
     check_launch(trainer, multirun=is_multirun())
