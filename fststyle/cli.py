@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from fststyle.config import choices, config_dir
-from fststyle.errors import UserError, exit_code
+from fststyle.errors import UserError, exit_code, first_line
 
 
 def check_config_choices(argv: list[str] | None = None) -> None:
@@ -25,6 +25,58 @@ def check_config_choices(argv: list[str] | None = None) -> None:
             raise UserError(f"{group}={unknown[0]}: no such {group}; available: {', '.join(available)}")
 
 
+# Options people reach for that live elsewhere in fststyle's config.
+ELSEWHERE = {"loss.style_weight": "style.weight", "style.style_weight": "style.weight", "loss.style_size": "style.size",
+             "trainer.lr": "optim.lr", "lr": "optim.lr", "max_steps": "trainer.max_steps", "batch_size": "data.batch_size"}
+
+
+def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
+    """Every ``key=value`` parsed and composed before Hydra runs, so a typo or a grammar slip is one ``UserError``
+    (with the closest existing option) instead of Hydra's several lines. Sweeps and ``hydra.*`` are left to Hydra."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+    from omegaconf import OmegaConf
+
+    parser = OverridesParser.create()
+    plain = []
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg.startswith("-"):
+            continue  # --multirun, --help, --cfg ...: Hydra's own flags
+        try:
+            override = parser.parse_overrides([arg])[0]
+        except OverrideParseException as e:
+            raise UserError(f"{arg}: not a valid option ({first_line(e)}); a mapping or list goes in quotes, "
+                            'e.g. style_mix="{starry_night: 0.7, wave: 0.3}"') from None
+        if not override.is_sweep_override() and not override.key_or_group.startswith("hydra"):
+            plain.append((arg, override))
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        try:
+            compose(config_name, overrides=[arg for arg, _ in plain])
+            return
+        except ConfigCompositionException:
+            pass
+        for arg, override in plain:  # which one: each against the config of the others before it
+            try:
+                compose(config_name, overrides=[a for a, o in plain if o is not override and not o.is_add()] + [arg])
+            except ConfigCompositionException:
+                key = override.key_or_group
+                base = compose(config_name, overrides=[a for a, o in plain if o is not override and not o.is_add()])
+                parent, _, leaf = key.rpartition(".")
+                node = OmegaConf.select(base, parent) if parent else base
+                known = list(node.keys()) if OmegaConf.is_dict(node) else []
+                close = ELSEWHERE.get(key) or next(iter(f"{parent + '.' if parent else ''}{m}"
+                                                        for m in difflib.get_close_matches(leaf, known, n=1)), None)
+                hint = f"did you mean {close}?" if close else f"a new key is added with +{arg}"
+                raise UserError(f"{key}: no such option in this config; {hint}") from None
+        try:  # no single option is to blame: the composition's own first line
+            compose(config_name, overrides=[arg for arg, _ in plain])
+        except ConfigCompositionException as e:
+            raise UserError(first_line(e)) from None
+
+
 def _hydra_main(config_name: str, run):
     import hydra
 
@@ -34,16 +86,20 @@ def _hydra_main(config_name: str, run):
         if status:
             sys.exit(status)
 
-    status = exit_code(check_config_choices)
+    status = exit_code(check_config_choices) or exit_code(lambda: check_overrides(config_name))
     if status:
         sys.exit(status)
     main()
 
 
 def _train(cfg) -> None:
-    from fststyle.train.run import train
+    from fststyle.train.run import remove_failed_start, train
 
-    path = train(cfg)
+    try:
+        path = train(cfg)
+    except UserError:
+        remove_failed_start()
+        raise
     if path:
         print(f"exported {path}")
 

@@ -30,3 +30,30 @@ def exit_code(run: Callable[[], object]) -> int:
 def first_line(error: Exception) -> str:
     """Error messages stay one line: torch's unpickling errors span a dozen."""
     return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+# Checks of one typed value from a config: each failure is one UserError naming the option.
+
+def whole_number(name: str, value, low: int, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        more = " or null" if allow_none else ""
+        raise UserError(f"{name} must be a whole number >= {low}{more}, got {value!r}")
+    return value
+
+
+def number(name: str, value, low: float, high: float) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if isinstance(value, bool) or not low <= x <= high:
+        raise UserError(f"{name} must be a number between {low:g} and {high:g}, got {value!r}")
+    return x
+
+
+def boolean(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    return value

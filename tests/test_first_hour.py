@@ -80,3 +80,36 @@ def test_a_wrong_output_format_is_one_error_line_and_writes_nothing(tmp_path):
     assert out.stderr.strip().splitlines() == [f"error: output={tmp_path / 'x.txt'}: .txt is not an image format fststyle can "
                                                "write; allowed: .jpg, .png, .webp, .tif, .bmp and the other formats Pillow writes"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def run_cli(script: str, *args: str, cwd=None):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd or ROOT, capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("train.py", ["trainer.max_step=5"], "trainer.max_step: no such option in this config; did you mean trainer.max_steps?"),
+    ("train.py", ["loss.style_weight=3"], "did you mean style.weight?"),
+    ("train.py", ["data.image_size=abc"], "data.image_size must be a whole number >= 32, got 'abc'"),
+    ("train.py", ["data.image_size=0"], "data.image_size must be a whole number >= 32, got 0"),
+    ("train.py", ["data.batch_size=0"], "data.batch_size must be a whole number >= 1, got 0"),
+    ("train.py", ["style.size=abc"], "style.size must be a whole number >= 16 or null"),
+    ("train.py", ["style.weight=abc"], "style.weight must be a number"),
+    ("infer.py", ["ckpt=starry_night", "input=x.jpg", "output=y.jpg", "style_mix={bad"], "style_mix={bad: not a valid option"),
+    ("infer.py", ["ckpt=starry_night", "input=x.jpg", "output=y.jpg", "size=-5"], "size must be a whole number >= 16 or null, got -5"),
+    ("infer.py", ["ckpt=starry_night", "input=x.jpg", "output=y.jpg", "size=abc"], "size must be a whole number >= 16 or null, got 'abc'"),
+    ("infer.py", ["ckpt=starry_night", "input=x.jpg", "output=y.jpg", "strength=abc"], "strength must be a number between 0 and 1"),
+    ("infer.py", ["ckpt=starry_night", "input=x.jpg"], "output=PATH is missing"),
+])
+def test_bad_options_are_one_line_and_leave_nothing(tmp_path, script, args, message):
+    proc = run_cli(script, *args, "logger=csv" if script == "train.py" else "overwrite=false", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert proc.stderr.strip() == f"error: {proc.stderr.strip()[7:]}" and "\n" not in proc.stderr.strip(), proc.stderr
+    assert message in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no outputs/ folder, no log, no file

@@ -11,34 +11,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from fststyle.errors import UserError
+from fststyle.errors import UserError, boolean, number, whole_number
 from fststyle.hardware import resolve_precision
 from fststyle.infer.engine import EXPORTS, MIN_SIZE, Engine, InferSettings
-
-
-def whole_number(name: str, value, low: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        more = " or null" if allow_none else ""
-        raise UserError(f"{name} must be a whole number >= {low}{more}, got {value!r}")
-    return value
-
-
-def number(name: str, value, low: float, high: float) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        x = float("nan")
-    if isinstance(value, bool) or not low <= x <= high:
-        raise UserError(f"{name} must be a number between {low:g} and {high:g}, got {value!r}")
-    return x
-
-
-def boolean(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"{name} must be true or false, got {value!r}")
-    return value
 
 
 def infer_settings(cfg: DictConfig) -> InferSettings:

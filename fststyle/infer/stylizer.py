@@ -22,6 +22,7 @@ from fststyle.infer.tiling import ALIGN, stylize_tiled
 from fststyle.nets.transformer import TransformerNet
 from fststyle.stylefile import StyleMeta, load_transformer
 
+
 class AlignedTransformer(nn.Module):
     """The transformer on any H, W: reflection-pad to a multiple of 4, stylize, crop.
 

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from fststyle.errors import UserError, exit_code
 from fststyle.atomic import atomic_path, write_text
+from fststyle.errors import UserError, exit_code
 from fststyle.images import IMAGE_EXTENSIONS, load_image, save_image, to_pil
 from fststyle.measures.flicker import consecutive_difference, pan_clip, warped_difference
 from fststyle.measures.quality import PHOTO_SIZE, STYLE_LAYERS, STYLE_SIZE, QualityMeter

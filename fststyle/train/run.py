@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fststyle.cache import sha256_of
 from fststyle.config import expand_styles
-from fststyle.errors import UserError
+from fststyle.errors import UserError, number, whole_number
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
 from fststyle.style import absolute_image, checksum_for, resolve_image
 from fststyle.stylefile import check_replaceable, check_resumable, export_transformer, load_network, raw_header
@@ -199,11 +200,58 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def remove_failed_start() -> None:
+    """A run refused before it trained leaves no folder behind: Hydra's output dir is removed when it holds only
+    what Hydra itself wrote there (.hydra/ and the job's log)."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    folder = Path(hydra.runtime.output_dir)
+    own = {".hydra", f"{hydra.job.name}.log"}
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= own:
+        shutil.rmtree(folder, ignore_errors=True)
+        parent = folder.parent
+        if parent.name in ("outputs", "multirun") and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
+def check_values(config: dict) -> None:
+    """The numbers a training run is built from, each checked before anything loads: one error line per bad value."""
+    data, style, loss, optim = config["data"], config["style"], config["loss"], config["optim"]
+    whole_number("data.image_size", data.get("image_size"), 32)
+    whole_number("data.batch_size", data.get("batch_size"), 1)
+    if "num_workers" in data:
+        whole_number("data.num_workers", data["num_workers"], 0)
+    whole_number("style.size", style.get("size"), 16, allow_none=True)
+    if style.get("weight") is not None or style.get("names") is None:  # style=multi: null = each style's own
+        number("style.weight", style.get("weight"), 0, math.inf)
+    for name, scale in (style.get("layers") or {}).items():
+        number(f"style.layers.{name}", scale, 0, math.inf)
+    for key in ("content_weight", "tv_weight", "stability_weight"):
+        if key in loss:
+            number(f"loss.{key}", loss[key], 0, math.inf)
+    for group in ("content_layers", "style_layers"):
+        for name, weight in (loss.get(group) or {}).items():
+            number(f"loss.{group}.{name}", weight, 0, math.inf)
+    if number("optim.lr", optim.get("lr"), 0, math.inf) == 0:
+        raise UserError("optim.lr must be > 0, got 0")
+    steps = config["trainer"].get("max_steps", -1)
+    if steps != -1:
+        whole_number("trainer.max_steps", steps, 1)
+    whole_number("checkpoint_every", config.get("checkpoint_every"), 1)
+    whole_number("seed", config.get("seed"), 0)
+
+
 def train(cfg: DictConfig) -> Path | None:
     """Train one style; returns the exported file."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_values(config)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
     checkpoint_dir = run_dir / "checkpoints"
     ckpt_path = resume_checkpoint(cfg, checkpoint_dir)
     if ckpt_path:
