@@ -18,9 +18,9 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, resize_long_side
-from fststyle.hardware import machine_summary, resolve_device, resolve_precision
-from fststyle.images import load_image
+from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, resize_long_side  # noqa: E402
+from fststyle.hardware import machine_summary, resolve_device, resolve_precision  # noqa: E402
+from fststyle.images import load_image  # noqa: E402
 
 
 def main() -> None:

@@ -43,6 +43,14 @@ def test_installed_console_scripts_work_outside_the_checkout(wheel, tmp_path, co
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     bin_dir = venv / "bin"
+    if sys.prefix != sys.base_prefix:  # the suite runs in a virtualenv: --system-site-packages sees the base Python,
+        # not this venv's packages (hydra, torch, ...), so the new venv is pointed at them too
+        import site
+        import sysconfig
+
+        inner = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+        inner.mkdir(parents=True, exist_ok=True)
+        (inner / "outer_venv.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                    check=True, capture_output=True)
     work = tmp_path / "project"  # a user's own folder: no conf/, no train.py
