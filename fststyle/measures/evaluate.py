@@ -41,7 +41,7 @@ from fststyle.measures.quality import PHOTO_SIZE, STYLE_LAYERS, STYLE_SIZE, Qual
 from fststyle.measures.weave import WeaveMeter, band_stats
 from fststyle.nets.vgg import LossNetwork
 from fststyle.style import resolve_image
-from fststyle.stylefile import StyleMeta, style_names_of
+from fststyle.stylefile import StyleMeta, read_meta
 from fststyle.zoo import resolve_model
 
 CELL = 320  # default grid cell height in pixels
@@ -189,13 +189,22 @@ def evaluate(
         image = load_image(style_path, STYLE_SIZE)
         return Entry(name, QualityMeter(network, image), WeaveMeter(image), **kind)
 
+    planned = []  # every model's style image found before any network is loaded or photo stylized
     for spec in models:
         path, name = resolve_model(spec)
-        multi = style_names_of(path) if path.suffix == ".safetensors" else []
-        for style in multi or [None]:
-            stylizer = Stylizer.from_checkpoint(path, device=device, style=style)
-            entries.append(entry(f"{name}:{style}" if style else name, style_image_of(stylizer.metadata, styles_dir, style_image),
-                                 stylizer=stylizer))
+        meta = read_meta(path)
+        for row in meta.styles or [None]:
+            style = row["name"] if row else None
+            one = StyleMeta(style=style, style_image=row.get("image") or "", style_sha256=row.get("sha256") or "") if row else meta
+            label = f"{name}:{style}" if style else name
+            try:
+                painting = style_image_of(one, styles_dir, style_image)
+            except UserError as e:
+                raise UserError(f"{label}: no style image to measure against ({str(e).split(';')[0]}); "
+                                f"pass --styles DIR (the paintings as <style>.jpg) or --style-image PATH") from None
+            planned.append((label, path, style, painting))
+    for label, path, style, painting in planned:
+        entries.append(entry(label, painting, stylizer=Stylizer.from_checkpoint(path, device=device, style=style)))
     if outputs:
         if not styles_dir and not style_image:
             raise UserError("--outputs needs --styles DIR (the paintings, <style>.jpg) or --style-image PATH")

@@ -167,8 +167,8 @@ class LossNetwork(nn.Module):
                 m.inplace = False  # conv outputs are taps too (conv4_2), so keep them intact
         self.features = nn.Sequential(*modules)
         self.names = names[:depth]
-        self.requires_grad_(False)
-        self.eval()
+        self.requires_grad_(False)  # frozen; no layer here (conv, ReLU, pooling) acts differently in eval mode, so
+        # the network follows its owner's mode (Lightning warns about eval-mode modules at the start of training)
 
         p = self.preprocessing
         self.register_buffer("mean", torch.tensor(p.mean).view(1, 3, 1, 1), persistent=False)

@@ -140,8 +140,7 @@ class StyleTransferModule(pl.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         losses = self.step_losses(self.to_float(batch), self.pick_styles(len(batch)))
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False)
-        self.log("loss", losses["total"], prog_bar=True, logger=False)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False)  # the bar: fststyle/train/progress.py
         return losses["total"]
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

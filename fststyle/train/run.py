@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ProgressBar
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -76,9 +76,8 @@ class ExportStyle(Callback):
                 module.transformer, self.export_dir / f"{module.style['name']}.safetensors",
                 {**module.style, "sha256": self.style_sha256}, self.config, training=self.training_record(trainer),
             )
-            log.info("exported %s", self.path)
+            module.final_samples()  # the finished network's grid, whatever the sampling interval
             if self.log_model and isinstance(trainer.logger, WandbLogger):
-                module.final_samples()
                 log_artifact(trainer.logger, self.path, module.style["name"])
 
 
@@ -138,8 +137,44 @@ def wandb_needs_offline(env) -> bool:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The ``callbacks`` group's entries in order (conf/callbacks/default.yaml, plus ``+callbacks.NAME`` ones)."""
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    """The ``callbacks`` group's entries in order (conf/callbacks/default.yaml, plus ``+callbacks.NAME`` ones);
+    no progress bar with ``trainer.enable_progress_bar=false``."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.trainer.get("enable_progress_bar", True) is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
+
+
+def sample_interval(max_steps: int, sample_every: int) -> int:
+    """Steps between sample grids (and validation distances): ``sample_every``, or a quarter of a shorter run."""
+    if max_steps and max_steps > 0:
+        return max(1, min(sample_every, max_steps // 4))
+    return sample_every
+
+
+def validation_interval(cfg: DictConfig):
+    """``trainer.val_check_interval`` as given, or (by default, from ``sample_every``) fitted to short runs."""
+    if OmegaConf.is_interpolation(cfg.trainer, "val_check_interval"):
+        return sample_interval(int(cfg.trainer.max_steps), int(cfg.trainer.val_check_interval))
+    return cfg.trainer.val_check_interval
+
+
+QUIET = ("💡 Tip", "`Trainer(limit_val_batches=1)`")  # Lightning's info lines that say nothing about this run
+
+
+def quiet_lightning() -> None:
+    """Lightning's noise silenced where it is made: an advert, a note on our own validation setting, and a
+    deprecation inside Lightning itself (its pytree helper under newer torch)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(getattr(f, "fststyle", False) for f in logger.filters):
+        def drop(record: logging.LogRecord) -> bool:
+            return not str(record.getMessage()).startswith(QUIET)
+
+        drop.fststyle = True
+        logger.addFilter(drop)
 
 
 def trainer_precision(cfg: DictConfig) -> str:
@@ -277,8 +312,10 @@ def train(cfg: DictConfig) -> Path | None:
     if base is not None and not ckpt_path:
         start_from(module.transformer, base[0])
     export = ExportStyle(cfg.export_dir, config, style_sha256, log_model=bool((cfg.get("logger") or {}).get("log_model", False)))
+    quiet_lightning()
     trainer = instantiate(
         cfg.trainer,
+        val_check_interval=validation_interval(cfg),
         precision=trainer_precision(cfg),
         default_root_dir=str(run_dir),
         logger=build_logger(cfg),

@@ -70,26 +70,71 @@ def cluster_plugins(requeue: bool) -> list:
     return [SLURMEnvironment(auto_requeue=requeue, requeue_signal=signal.SIGUSR1)]
 
 
-class CheckpointOnPreemption(Callback):
-    """SIGTERM (preemption, ``scancel``, a time limit) -> ``last.ckpt`` is saved before the process exits.
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that continues this run: the same options with ``resume=true``."""
+    import os
+    import shlex
+    import sys
 
-    Lightning turns SIGTERM into a ``SIGTERMException`` once the current batch is done, so the
-    checkpoint is taken between steps, never halfway through an optimizer update.
+    argv = sys.argv if argv is None else argv
+    program = os.path.basename(argv[0]) if argv else "train.py"
+    program = program if program.startswith("fststyle") else f"python {program}"
+    options = [shlex.quote(a) for a in argv[1:] if not a.startswith(("resume=", "+resume="))]
+    return " ".join([program, *options, "resume=true"])
+
+
+class CheckpointOnPreemption(Callback):
+    """SIGTERM (preemption, ``scancel``, a time limit) or Ctrl-C -> ``last.ckpt`` is saved before the process exits,
+    with the command that resumes it.
+
+    Lightning turns SIGTERM into a ``SIGTERMException`` once the current batch is done; Ctrl-C is caught the same
+    way here (a flag set by the signal, acted on between steps), so the checkpoint is never taken halfway through
+    an optimizer update. A second Ctrl-C stops at once.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.interrupted = False
+        self._previous = None
 
-    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException):
-            return  # any other failure may have left the model broken: keep the last good checkpoint
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals can only be handled on the main thread
+
+        def on_sigint(signum, frame):
+            if self.interrupted:  # the second Ctrl-C: no waiting for the step
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self.interrupted = True
+            print("\nCtrl-C: saving a checkpoint after this step (Ctrl-C again to stop at once)", flush=True)
+
+        self._previous = signal.signal(signal.SIGINT, on_sigint)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        stop = self.interrupted
+        if trainer.world_size > 1:  # every rank stops at the same step, or the others hang in the next all-reduce
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            self.save(trainer, "Ctrl-C")
+            raise SystemExit(130)  # 128 + SIGINT, what a shell reports for an interrupted command
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def save(self, trainer: pl.Trainer, why: str) -> None:
         trainer.save_checkpoint(self.path)
         if trainer.is_global_zero:
-            log.warning(
-                "SIGTERM: saved %s at step %d; run the same command with resume=true to continue",
-                self.path,
-                trainer.global_step,
-            )
+            log.warning("%s: saved %s at step %d; to continue: %s", why, self.path, trainer.global_step, resume_command())
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        self.on_train_end(trainer, module)
+        if isinstance(exception, SIGTERMException):
+            self.save(trainer, "SIGTERM")
+        # any other failure may have left the model broken: keep the last good checkpoint
 
 
 class StopOnNonFiniteLoss(Callback):
