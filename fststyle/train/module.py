@@ -28,6 +28,9 @@ SPEED_DEFAULTS = {
 }
 
 
+COLLAPSED_STD = 1e-3  # pixel std ([0, 1] units) of a validation batch below which every output is one flat colour
+
+
 class StyleTransferModule(pl.LightningModule):
     """Hyper-parameters are plain dicts (the Hydra config groups), so checkpoints load weights-only."""
 
@@ -96,6 +99,27 @@ class StyleTransferModule(pl.LightningModule):
         state = checkpoint["state_dict"]
         for key, value in self.loss.network.state_dict(prefix="loss.network.").items():
             state.setdefault(key, value)
+        self.resume_with_this_lr(checkpoint)
+
+    def resume_with_this_lr(self, checkpoint: dict[str, Any]) -> None:
+        """``resume=true optim.lr=X`` trains on at X (the schedule's position kept): a checkpoint's own rates
+        would otherwise win silently, e.g. after a run diverged at too high a rate."""
+        groups = [g for o in checkpoint.get("optimizer_states") or [] for g in o.get("param_groups", [])]
+        if not groups:
+            return
+        before = float(groups[0].get("initial_lr", groups[0]["lr"]))
+        wanted = float(self.optim["lr"])
+        if math.isclose(before, wanted, rel_tol=1e-9):
+            return
+        ratio = wanted / before
+        for group in groups:
+            group["lr"] = float(group["lr"]) * ratio
+            if "initial_lr" in group:
+                group["initial_lr"] = float(group["initial_lr"]) * ratio
+        for scheduler in checkpoint.get("lr_schedulers") or []:
+            if "base_lrs" in scheduler:
+                scheduler["base_lrs"] = [float(b) * ratio for b in scheduler["base_lrs"]]
+        log.warning("resuming with optim.lr=%g (the checkpoint was training at %g)", wanted, before)
 
     @property
     def multi(self) -> bool:
@@ -149,6 +173,10 @@ class StyleTransferModule(pl.LightningModule):
         output = self.transformer(content)
         losses = self.loss(output, content, style_index=index)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
+        spread = float(output.float().std())
+        if spread < COLLAPSED_STD:  # a flat picture whatever the photo: the network has collapsed
+            raise UserError(f"the outputs collapsed to a flat image (pixel std {spread:.2g}) at step {self.global_step}: "
+                            "training stopped, nothing exported; lower optim.lr or style.weight and train again")
         if self.quality is not None:
             distances = self.quality(output, content)
             self.log_dict({f"val/{k}_distance": v.mean() for k, v in distances.items()}, sync_dist=True)

@@ -26,8 +26,10 @@ from fststyle.train.module import StyleTransferModule
 from fststyle.train.safety import (
     EXIT_PREEMPTED,
     AtomicCheckpointIO,
+    RunLock,
     cluster_plugins,
     latest_checkpoint,
+    usable_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -285,12 +287,17 @@ def train(cfg: DictConfig) -> Path | None:
     """Train one style; returns the exported file."""
     config = OmegaConf.to_container(cfg, resolve=True)
     check_values(config)
+    with RunLock(Path(cfg.run_dir)):  # one training per run folder
+        return fit(cfg, config)
+
+
+def fit(cfg: DictConfig, config: dict) -> Path | None:
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     ckpt_path = resume_checkpoint(cfg, checkpoint_dir)
     if ckpt_path:
-        check_resumable(ckpt_path, config["model"])
+        ckpt_path = str(usable_checkpoint(Path(ckpt_path), config["model"], check_resumable))
 
     if config["style"].get("image"):
         config["style"]["image"] = absolute_image(config["style"]["image"])

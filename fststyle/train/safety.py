@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -43,8 +45,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items() if torch.is_tensor(v) and v.is_floating_point()
+               and not torch.isfinite(v).all()]
+        if bad:  # never replace a good checkpoint by a broken one
+            log.warning("not saving %s: weights %s hold NaN/Inf; the previous checkpoint stays", path, bad[:3])
+            return
         if "://" in str(path):  # remote (s3://, gs://): the object store's upload is atomic already
             return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        if path.is_file():  # one generation back: a newest checkpoint that turns out broken falls back to it
+            previous = previous_generation(path)
+            with atomic_path(previous, keep_suffix=False) as tmp:
+                shutil.copyfile(path, tmp)
         with atomic_path(path, keep_suffix=False) as tmp, open(tmp, "wb") as f:  # same folder: the rename is atomic
             torch.save(checkpoint, f)
 
@@ -52,6 +64,104 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):
             return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
         return load_checkpoint_file(path)  # the style file's one checkpoint reader: weights-only, checked
+
+
+def previous_generation(path: Path) -> Path:
+    """``last.ckpt`` -> ``last.prev.ckpt``: the checkpoint before the newest."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def usable_checkpoint(path: Path, model: dict, check_resumable) -> Path:
+    """``path`` if it loads and fits ``model`` (``check_resumable``); else its previous generation, said in one
+    line; else the error."""
+    try:
+        check_resumable(path, model)
+        return path
+    except UserError as error:
+        previous = previous_generation(Path(path))
+        if "another architecture" in str(error) or not previous.is_file():
+            raise
+        check_resumable(previous, model)
+        log.warning("%s is unreadable (%s): resuming from the one before it, %s", path, str(error)[:120], previous)
+        return previous
+
+
+class RunLock:
+    """One training per run folder: ``<run_dir>/.lock`` holds the owner's pid, host and start time.
+
+    A second run into the same folder refuses with one line naming the first; a lock whose process is gone
+    (kill -9, a crash) is taken over with one line. Only the first process of a job takes it (DDP ranks and
+    nodes share the folder).
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.held = False
+
+    @staticmethod
+    def first_process() -> bool:
+        env = os.environ
+        return all(env.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+    def acquire(self) -> "RunLock":
+        import json
+        import socket
+        import time
+
+        if not self.first_process():
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text() or "{}")
+                except (OSError, ValueError):
+                    owner = {}
+                if self.alive(owner):
+                    raise UserError(
+                        f"{self.path.parent} is in use by another training (pid {owner.get('pid')} on {owner.get('host')}, "
+                        f"started {owner.get('started')}): wait for it to finish, or pick another run_dir=DIR"
+                    ) from None
+                log.warning("%s: taking over a stale lock (pid %s on %s, started %s, is gone)", self.path.parent,
+                            owner.get("pid"), owner.get("host"), owner.get("started"))
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise UserError(f"{self.path}: could not take the run folder's lock")
+
+    @staticmethod
+    def alive(owner: dict) -> bool:
+        import socket
+
+        pid = owner.get("pid")
+        if not isinstance(pid, int):
+            return False
+        if owner.get("host") != socket.gethostname():
+            return True  # another machine's process: cannot check, so assume it runs
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def latest_checkpoint(run_dir: Path, checkpoint_dir: Path) -> Path | None:
