@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from fststyle.atomic import atomic_path
-from fststyle.errors import UserError
+from fststyle.errors import UserError, first_line
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi", ".m4v"}
 VIDEO_CODECS = {".webm": ("libvpx-vp9", "yuv420p"), ".gif": ("gif", "rgb8")}  # others: H.264
@@ -40,12 +40,20 @@ def stylize_video(
 ) -> int:
     """Write ``dst`` with every frame of ``src`` passed through ``stylize`` ((N, H, W, 3) uint8 -> same); returns frames."""
     import av
-    from tqdm import tqdm
 
     try:
         source = av.open(str(src))
     except (av.FFmpegError, OSError) as e:
         raise UserError(f"cannot read video {str(src)!r}: {e}") from None
+    try:
+        return _stylize_video(av, source, src, dst, stylize, batch_size, size, progress)
+    except av.FFmpegError as e:
+        raise UserError(f"cannot stylize video {str(src)!r}: {first_line(e)}; nothing written") from None
+
+
+def _stylize_video(av, source, src: Path, dst: Path, stylize, batch_size: int, size: int | None, progress: bool) -> int:
+    from tqdm import tqdm
+
     suffix = dst.suffix.lower()
     with atomic_path(dst) as tmp:  # a failed or interrupted video leaves no partial file
         frames = 0
@@ -92,9 +100,23 @@ def stylize_video(
                 batch.clear()
 
             streams = [s for s in (vin, ain) if s is not None]
-            for packet in source.demux(streams):
+            damaged, cut = 0, None
+            packets = source.demux(streams)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.FFmpegError as e:  # the container itself is broken from here on
+                    cut = first_line(e)
+                    break
                 if packet.stream is vin:
-                    for frame in packet.decode():
+                    try:
+                        decoded = packet.decode()
+                    except av.FFmpegError:  # one damaged packet: its frames are lost, the rest goes on
+                        damaged += 1
+                        continue
+                    for frame in decoded:
                         batch.append(_resize(frame, size).to_ndarray(format="rgb24"))
                         if len(batch) >= batch_size:
                             flush()
@@ -110,13 +132,26 @@ def stylize_video(
                             for p in aout.encode(aframe):
                                 sink.mux(p)
             flush()
+            if frames == 0:
+                raise UserError(f"{src}: no video frame could be decoded (damaged or empty); nothing written")
             for packet in vout.encode():
                 sink.mux(packet)
             if resampler is not None:
                 for packet in aout.encode():
                     sink.mux(packet)
             bar.close()
+    expected = vin.frames or 0
+    if damaged:
+        warn(f"{src.name}: skipped {damaged} damaged packet(s)")
+    if cut or (expected and frames < expected):
+        warn(f"{src.name}: wrote {frames} of {expected or '?'} frames: the file is damaged or ends early" + (f" ({cut})" if cut else ""))
     return frames
+
+
+def warn(line: str) -> None:
+    import sys
+
+    print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def read_frames(src: Path, size: int | None = None, limit: int = 48) -> np.ndarray:
