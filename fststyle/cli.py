@@ -25,6 +25,9 @@ def check_config_choices(argv: list[str] | None = None) -> None:
             raise UserError(f"{group}={unknown[0]}: no such {group}; available: {', '.join(available)}")
 
 
+# Hydra's flags whose next word is their value, not an override
+FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                    "--info", "-i", "--experimental-rerun"}
 # Options people reach for that live elsewhere in fststyle's config.
 ELSEWHERE = {"loss.style_weight": "style.weight", "style.style_weight": "style.weight", "loss.style_size": "style.size",
              "trainer.lr": "optim.lr", "lr": "optim.lr", "max_steps": "trainer.max_steps", "batch_size": "data.batch_size"}
@@ -42,9 +45,10 @@ def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
 
     parser = OverridesParser.create()
     plain = []
-    for arg in sys.argv[1:] if argv is None else argv:
-        if arg.startswith("-"):
-            continue  # --multirun, --help, --cfg ...: Hydra's own flags
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg.startswith("-") or (i and args[i - 1] in FLAGS_WITH_VALUE):
+            continue  # --multirun, --help, --cfg job ...: Hydra's own flags and their values
         try:
             override = parser.parse_overrides([arg])[0]
         except OverrideParseException as e:

@@ -86,3 +86,29 @@ def test_a_style_scales_its_layers_of_the_loss():
     multi = {"weight": 1.0, "styles": [{"weight": 4.5, "layers": {"relu4_3": 1e4}}, {"weight": 1.0}]}
     cfg = compose_train(["loss.weights=random"])
     assert build_loss(dict(cfg.loss), multi).style_layers["relu4_3"] == 1.0
+
+
+def test_relative_balance_is_the_squared_relative_gram_distance_whatever_the_painting():
+    """style.balance=relative: each layer's term is ||G - A||^2 / ||A||^2 (the evaluator's distance, squared), so one
+    weight means the same for a painting whose Gram entries are 10x larger or smaller than another's."""
+    torch.manual_seed(0)
+    net = LossNetwork("vgg16", "random", layers=["relu2_2"])
+    layers = {"relu1_2": 1.0, "relu2_2": 1.0}
+    loss = PerceptualLoss(net, {"relu2_2": 1.0}, layers, style_weight=1.0, balance="relative")
+    style, output = torch.rand(1, 3, 48, 48), torch.rand(2, 3, 48, 48)
+    loss.set_style(style)
+    got = loss(output, output)["style"]
+    feats, targets = net(output, layers), net(style, layers)
+    expected = sum(((gram_matrix(feats[n]) - gram_matrix(targets[n])).flatten(1).norm(dim=1) ** 2
+                    / gram_matrix(targets[n]).norm() ** 2).mean() for n in layers)
+    assert torch.allclose(got, expected, rtol=1e-4), (got, expected)
+    absolute = PerceptualLoss(net, {"relu2_2": 1.0}, layers, style_weight=1.0)
+    absolute.set_style(style)
+    assert not torch.allclose(absolute(output, output)["style"], got)  # the default keeps Johnson's scale
+
+
+def test_the_custom_recipe_is_relative():
+    from tests.test_own_style import compose_train
+
+    style = compose_train("style=custom", "style.image=/x.jpg").style
+    assert style.balance == "relative"

@@ -36,6 +36,7 @@ def channel_mean(features: torch.Tensor) -> torch.Tensor:
 
 STYLE_STATISTICS = {"gram": gram_matrix, "mean": channel_mean}
 NORMALIZATIONS = ("mse", "paper")
+BALANCES = ("absolute", "relative")  # style.balance: how a style layer's term is scaled (PerceptualLoss.layer_weights)
 
 
 def content_loss(output: torch.Tensor, target: torch.Tensor, normalization: str = "mse") -> torch.Tensor:
@@ -86,13 +87,17 @@ class PerceptualLoss(nn.Module):
         normalization: str = "mse",
         styles: int = 1,
         style_weights: list[float] | None = None,
+        balance: str = "absolute",
     ):
         super().__init__()
         if style_target not in STYLE_STATISTICS:
             raise UserError(f"loss.style_target must be one of {sorted(STYLE_STATISTICS)}, got {style_target!r}")
         if normalization not in NORMALIZATIONS:
             raise UserError(f"loss.normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
+        if balance not in BALANCES:
+            raise UserError(f"style.balance must be one of {', '.join(BALANCES)}, got {balance!r}")
         self.normalization = normalization
+        self.balance = balance
         self.network = network
         self.content_layers = dict(content_layers)
         self.style_layers = dict(style_layers)
@@ -103,6 +108,8 @@ class PerceptualLoss(nn.Module):
         for name in self.style_layers:
             c = network.channels(name)
             self.register_buffer(f"style_{name}", torch.zeros(styles, c, c if style_target == "gram" else 1))
+            if balance == "relative":  # 1 / the painting's mean squared statistic, per style (set_style)
+                self.register_buffer(f"style_scale_{name}", torch.ones(styles))
         self.register_buffer("style_ready", torch.tensor(False))
         # per style, relative to style_weight (config, not state: old checkpoints load unchanged)
         self.register_buffer("style_weights", torch.tensor(style_weights or [1.0] * styles), persistent=False)
@@ -112,8 +119,21 @@ class PerceptualLoss(nn.Module):
         """Compute and store the style statistics of an RGB [0, 1] (1, 3, H, W) image (as style ``index``)."""
         feats = self.network(style_image, self.style_layers)
         for name in self.style_layers:
-            getattr(self, f"style_{name}")[index].copy_(self.statistic(feats[name])[0])
+            target = self.statistic(feats[name])[0]
+            getattr(self, f"style_{name}")[index].copy_(target)
+            if self.balance == "relative":
+                getattr(self, f"style_scale_{name}")[index] = 1 / target.pow(2).mean().clamp_min(1e-30)
         self.style_ready.fill_(True)
+
+    def layer_weights(self, name: str, weights: torch.Tensor | None, style_index: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-image weights of one layer's style term: the styles' own weights, and with ``balance="relative"``
+        1 / the painting's mean squared Gram entry, so the term is the squared relative Gram distance (the
+        evaluator's measure) and one weight means the same for any painting."""
+        if self.balance != "relative":
+            return weights
+        scale = getattr(self, f"style_scale_{name}")
+        scale = scale[style_index] if style_index is not None else scale[:1]
+        return scale if weights is None else weights * scale
 
     def style_targets(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, f"style_{name}") for name in self.style_layers}
@@ -151,7 +171,8 @@ class PerceptualLoss(nn.Module):
             targets = {name: t[:1] for name, t in targets.items()}
             weights = None if len(self.style_weights) == 1 else self.style_weights[:1]
         s = sum(
-            w * style_loss(self.statistic(feats[name]), targets[name], norm, weights) for name, w in self.style_layers.items()
+            w * style_loss(self.statistic(feats[name]), targets[name], norm, self.layer_weights(name, weights, style_index))
+            for name, w in self.style_layers.items()
         )
         tv = total_variation(output)
         content_term = self.content_weight * c
@@ -196,5 +217,6 @@ def build_loss(loss: Mapping, style: Mapping) -> "PerceptualLoss":
         normalization=loss.get("normalization", "mse"),
         styles=len(styles),
         style_weights=[float(s.get("weight", 1.0)) for s in styles] if len(styles) > 1 else None,
+        balance=str(style.get("balance") or "absolute"),
     )
 

@@ -92,11 +92,10 @@ UPSAMPLE_MODES = ("nearest", "bilinear", "transpose")
 
 
 class Upsample(nn.Module):
-    """x2 up-sampling: a resize + conv, or a fractionally strided conv (``transpose``).
+    """x2 up-sampling: a resize (nearest or bilinear) + conv, or a fractionally strided conv (``transpose``).
 
-    ``nearest`` makes every output phase see its own mix of source pixels, so a trained network can (and at
-    short training does) lay a period-4 ripple over its output (the weave: fststyle/measures/weave.py);
-    ``bilinear`` resizes smoothly and gives it no phase pattern to learn."""
+    The zoo's period-4 ripple (the weave, fststyle/measures/weave.py) sits at the network's stride; bilinear
+    resizing was tried against it and made it stronger (docs/QUALITY.md), so ``nearest`` stays the default."""
 
     def __init__(self, cin: int, cout: int, mode: str, styles: int = 1):
         super().__init__()
