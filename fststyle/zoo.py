@@ -83,12 +83,54 @@ def public(style: dict) -> dict:
     return style
 
 
+def gallery(out: str | Path, photos: list[str], styles_dir: str, cell: int = 300) -> Path:
+    """README's gallery: a row per shipped style (its painting, then each photo in that style), columns aligned,
+    each cell ``cell`` px high and at most ``cell * 4 / 3`` wide."""
+    from PIL import Image, ImageDraw
+
+    from fststyle.images import fit_long_side, load_image, open_rgb, save_image, to_pil
+    from fststyle.infer.stylizer import Stylizer
+
+    width = cell * 4 // 3
+    shots = [load_image(p, 512) for p in photos]
+
+    def placed(image: Image.Image, label: str) -> Image.Image:
+        image = image.copy()
+        image.thumbnail((width, cell), Image.Resampling.LANCZOS)
+        tile = Image.new("RGB", (width, cell), "white")
+        tile.paste(image, ((width - image.width) // 2, (cell - image.height) // 2))
+        draw = ImageDraw.Draw(tile)
+        box = draw.textbbox((6, 6), label)
+        draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
+        draw.text((6, 6), label, fill=(255, 255, 255))
+        return tile
+
+    rows = []
+    for name in names():
+        stylizer = Stylizer.from_checkpoint(ZOO_DIR / f"{name}.safetensors")
+        painting = Path(styles_dir) / f"{name.removesuffix('_stable')}.jpg"
+        row = [placed(fit_long_side(open_rgb(painting), 512), name)] if painting.is_file() else [placed(Image.new("RGB", (4, 3)), name)]
+        row += [placed(to_pil(stylizer.stylize_tensor(shot)), Path(photo).stem) for shot, photo in zip(shots, photos)]
+        rows.append(row)
+    grid = Image.new("RGB", (len(rows[0]) * (width + 4) - 4, len(rows) * (cell + 4) - 4), "white")
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            grid.paste(tile, (c * (width + 4), r * (cell + 4)))
+    save_image(grid, out, quality=88)
+    return Path(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     return exit_code(lambda: _main(argv))
 
 
 def _main(argv: list[str]) -> int:
+    if argv[:1] == ["gallery"]:  # gallery OUT.jpg STYLES_DIR PHOTO [PHOTO ...]
+        if len(argv) < 4:
+            raise UserError("usage: python -m fststyle.zoo gallery OUT.jpg STYLES_DIR PHOTO [PHOTO ...]")
+        print(f"wrote {gallery(argv[1], argv[3:], argv[2])}")
+        return 0
     if argv[:1] == ["add"]:  # add EXPORT [EXPORT ...] | add EXPORT --name NAME
         if "--name" in argv:
             i = argv.index("--name")
