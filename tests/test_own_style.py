@@ -62,7 +62,7 @@ def test_own_painting_trains_exports_and_never_silently_replaces(tmp_path):
     assert path == exports / "my_painting.safetensors"
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    assert meta.style == "my_painting" and meta.style_image == str(mine)
+    assert meta["style"] == "my_painting" and meta["style_image"] == str(mine)
     before = path.read_bytes()
     with pytest.raises(UserError, match="refusing to replace it"):
         run(other, "trainer.max_steps=2")

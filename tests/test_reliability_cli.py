@@ -89,7 +89,9 @@ def results(tmp_cases):
         )
 
     procs = {name: start(todo[name][0]) for name in SUBPROCESS}
-    procs["HYDRA_FULL_ERROR=1"] = start(todo["bad data.path"][0], HYDRA_FULL_ERROR="1")
+    # its own run folder: two trainings into one folder at once are refused (tests/test_reliability_runs.py)
+    traced = [a.replace("/run_", "/traced_run_") for a in todo["bad data.path"][0]]
+    procs["HYDRA_FULL_ERROR=1"] = start(traced, HYDRA_FULL_ERROR="1")
     out = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=300)

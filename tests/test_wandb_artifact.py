@@ -41,5 +41,5 @@ def test_export_is_a_model_artifact(tmp_path, monkeypatch, log_model):
     records = wandb_records(run_dir)
     # the export's metadata (its format string) reaches wandb only through the artifact
     assert (b"fststyle.transformer/1" in records and b"model" in records) == log_model
-    assert (b"samples" in records) == log_model  # the final sample grid (no validation ran in 2 steps)
-    assert (run_dir / "samples").is_dir() == log_model
+    assert b"samples" in records  # the final sample grid is always written (issue 19), to disk and to wandb
+    assert (run_dir / "samples").is_dir()

@@ -144,6 +144,8 @@ class RunLock:
             return False
         if owner.get("host") != socket.gethostname():
             return True  # another machine's process: cannot check, so assume it runs
+        if pid == os.getpid():
+            return False  # this process, from a run that ended without releasing it
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
