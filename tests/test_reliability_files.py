@@ -143,3 +143,37 @@ def test_checkpoint_metadata_is_never_instantiated(tmp_path):
     with pytest.raises(UserError, match="another architecture"):
         check_resumable(ckpt, TINY_MODEL)
     assert not made.exists()
+
+
+def tiny_onnx(path, input_name="x", channels=3):
+    import onnx
+    from onnx import TensorProto, helper
+
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", channels, "h", "w"])  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Identity", [input_name], ["stylized"])], "g", [value(input_name)], [value("stylized")])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+@pytest.mark.parametrize("name, channels, why", [("x", 3, "its input is"), ("image", 1, "its input is")])
+def test_an_onnx_of_another_network_is_one_clear_line(tmp_path, name, channels, why):
+    from fststyle.infer.deploy import cached_onnx
+
+    path = tiny_onnx(tmp_path / "other.onnx", name, channels)
+    with pytest.raises(UserError, match=f"not an fststyle network: {why}") as e:
+        cached_onnx(path)
+    assert "\n" not in str(e.value)
+    assert cached_onnx(tiny_onnx(tmp_path / "ours.onnx", "image", 3)) == tmp_path / "ours.onnx"
+
+
+def test_a_broken_cache_entry_is_rebuilt_with_one_line(tmp_path, monkeypatch, capsys):
+    from fststyle.infer import deploy
+
+    monkeypatch.setenv("FSSTYLE_CACHE", str(tmp_path / "cache"))
+    net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1))
+    style = export_transformer(net, tmp_path / "tiny.safetensors", {"name": "tiny"})
+    entry = deploy.cached_onnx(style)
+    good = entry.read_bytes()
+    entry.write_bytes(good[:84])  # what a crashed writer of old left behind
+    assert deploy.cached_onnx(style) == entry
+    assert "is broken" in capsys.readouterr().err and deploy.graph_problem(entry) is None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 from fststyle.atomic import atomic_path
@@ -86,13 +87,44 @@ def cached_onnx(ckpt: str | Path, style: str | dict | None = None) -> Path:
     if not ckpt.is_file():
         raise UserError(f"ckpt: no such file {str(ckpt)!r}")
     if ckpt.suffix == ".onnx":
+        why = graph_problem(ckpt)
+        if why:
+            raise UserError(f"{ckpt}: {why}; export a style with infer.py ckpt=STYLE export=onnx output=FILE.onnx")
         return ckpt
     choice = "" if style is None else "-" + hashlib.sha256(json.dumps(style, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "onnx" / f"{sha256_of(ckpt)}{choice}-g{GRAPH}.onnx"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(ckpt, path, style)
+    if path.is_file():
+        why = graph_problem(path)
+        if not why:
+            return path
+        print(f"warning: the cached graph {path} is broken ({why}): rebuilding it", file=sys.stderr, flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(ckpt, path, style)
     return path
+
+
+def graph_problem(path: Path) -> str | None:
+    """Why an ONNX file is not an fststyle network (input ``image`` (N, 3, H, W), output ``stylized`` with 3
+    channels), or None; read with the onnx package, no runtime, no torch."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf decode errors come in several classes
+        return f"not a readable ONNX model ({str(e).strip().splitlines()[0][:120] if str(e).strip() else e.__class__.__name__})"
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+
+    def channels(value) -> int | None:
+        dims = value.type.tensor_type.shape.dim
+        return dims[1].dim_value if len(dims) == 4 and dims[1].HasField("dim_value") else None
+
+    if [i.name for i in inputs] != ["image"] or channels(inputs[0]) != 3:
+        return f"an ONNX model, but not an fststyle network: its input is {[(i.name, channels(i)) for i in inputs]}, not image with 3 channels"
+    if [o.name for o in graph.output] != ["stylized"] or channels(graph.output[0]) not in (3, None):
+        return f"an ONNX model, but not an fststyle network: its output is {[(o.name, channels(o)) for o in graph.output]}"
+    return None
 
 
 def installed(module: str) -> bool:
