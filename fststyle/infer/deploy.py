@@ -111,7 +111,7 @@ def graph_problem(path: Path) -> str | None:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf decode errors come in several classes
-        return f"not a readable ONNX model ({str(e).strip().splitlines()[0][:120] if str(e).strip() else e.__class__.__name__})"
+        return f"not a loadable ONNX model ({str(e).strip().splitlines()[0][:120] if str(e).strip() else e.__class__.__name__})"
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
