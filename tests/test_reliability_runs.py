@@ -90,3 +90,23 @@ def test_collapsed_outputs_stop_the_run(tmp_path, photos, style_image, monkeypat
     with pytest.raises(UserError, match="collapsed to a flat image"):
         train(config(overrides(run, photos, style_image, "trainer.max_steps=4", "trainer.val_check_interval=2")))
     assert not (run / "exports").exists() or not list((run / "exports").iterdir())
+
+
+def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, photos, style_image):  # noqa: F811
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = start_training(run, photos, style_image, "trainer.max_steps=400", "checkpoint_every=1000")
+    deadline = time.monotonic() + 240
+    while not list((run / "logs").glob("version_*/metrics.csv")) or (run / "logs").stat().st_size == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0].decode()[-2000:]
+        time.sleep(0.2)
+    time.sleep(3)  # a few steps in
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, out[-3000:]
+    assert "Ctrl-C: saved" in out and "to continue: python train.py" in out and out.rstrip().count("resume=true") >= 1, out[-3000:]
+    assert "Traceback" not in out
+    state = ckpt_state(run / "checkpoints" / "last.ckpt")
+    assert state["global_step"] >= 1 and not (run / "exports").exists()
