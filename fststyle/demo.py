@@ -306,18 +306,20 @@ def optimize_preview(painting: str, photo, vgg: str, progress) -> "object":
     from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image
     from fststyle.images import load_image
 
-    content = torch.from_numpy(fit(photo if photo is not None else np.full((PREVIEW, PREVIEW, 3), 128, np.uint8),
-                                   PREVIEW)).permute(2, 0, 1)[None].float() / 255
+    grey = np.full((PREVIEW, PREVIEW, 3), 128, np.uint8)
+    content = torch.from_numpy(np.array(fit(photo if photo is not None else grey, PREVIEW)))
+    content = content.permute(2, 0, 1)[None].float().contiguous() / 255  # contiguous: L-BFGS views the pixels flat
     try:
         style = load_image(painting, PREVIEW * 2)
     except UserError as e:
         import gradio as gr
 
         raise gr.Error(str(e)) from None
-    loss = build_gatys_loss({"network": "vgg16", "weights": vgg, "pooling": "max",
-                             "preprocessing": "auto", "content_layers": {"relu3_3": 1.0},
-                             "style_layers": {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0},
-                             "content_weight": 1.0, "style_weight": 1e4, "tv_weight": 0.0, "normalization": "mse"})
+    # infer.py method=optimize's defaults (conf/loss/gatys.yaml, conf/layers/paper.yaml): Gatys et al.'s layers
+    loss = build_gatys_loss({"network": "auto", "weights": vgg, "pooling": "max", "preprocessing": "auto",
+                             "content_layers": {"relu4_2": 1.0},
+                             "style_layers": {n: 1.0 for n in ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")},
+                             "content_weight": 1.0, "style_weight": 50.0, "tv_weight": 0.0, "normalization": "paper"})
 
     def step(i: int, image) -> None:
         progress(i / PREVIEW_ITERATIONS, desc="preview")

@@ -150,3 +150,17 @@ def test_the_page_in_a_real_browser(server, photo, tmp_path):
     assert set(hosts) == {url.split("/")[2]}, sorted(set(hosts))  # nothing fetched from elsewhere
     for name in ("demo_stylized.png", "demo_strength.png"):
         assert Image.open(shots / name).size[0] >= 1000
+
+
+def test_own_painting_preview_is_a_picture(tmp_path):
+    """The optimisation method's quick preview of an uploaded painting (random VGG weights: the pipe, not the look)."""
+    from fststyle.demo import PREVIEW, optimize_preview
+
+    rng = np.random.default_rng(1)
+    painting = tmp_path / "painting.png"
+    Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(painting)
+    photo = rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    steps = []
+    out = optimize_preview(str(painting), photo, "random", lambda fraction, desc: steps.append(fraction))
+    assert out.dtype == np.uint8 and max(out.shape[:2]) == PREVIEW and out.shape[2] == 3
+    assert 1 < out.std() < 120 and steps and steps[-1] == pytest.approx(1.0)
