@@ -83,12 +83,12 @@ def public(style: dict) -> dict:
     return style
 
 
-def gallery(out: str | Path, photos: list[str], styles_dir: str, cell: int = 300) -> Path:
-    """README's gallery: a row per shipped style (its painting, then each photo in that style), columns aligned,
-    each cell ``cell`` px high and at most ``cell * 4 / 3`` wide."""
+def gallery(out: str | Path, photos: list[str], cell: int = 300) -> Path:
+    """README's gallery: a row per shipped style, each photo in that style (the first cell names the style),
+    columns aligned, each cell ``cell`` px high and at most ``cell * 4 / 3`` wide."""
     from PIL import Image, ImageDraw
 
-    from fststyle.images import fit_long_side, load_image, open_rgb, save_image, to_pil
+    from fststyle.images import load_image, save_image, to_pil
     from fststyle.infer.stylizer import Stylizer
 
     width = cell * 4 // 3
@@ -108,9 +108,7 @@ def gallery(out: str | Path, photos: list[str], styles_dir: str, cell: int = 300
     rows = []
     for name in names():
         stylizer = Stylizer.from_checkpoint(ZOO_DIR / f"{name}.safetensors")
-        painting = Path(styles_dir) / f"{name.removesuffix('_stable')}.jpg"
-        row = [placed(fit_long_side(open_rgb(painting), 512), name)] if painting.is_file() else [placed(Image.new("RGB", (4, 3)), name)]
-        row += [placed(to_pil(stylizer.stylize_tensor(shot)), Path(photo).stem) for shot, photo in zip(shots, photos)]
+        row = [placed(to_pil(stylizer.stylize_tensor(shot)), f"{name} ({Path(photo).stem})") for shot, photo in zip(shots, photos)]
         rows.append(row)
     grid = Image.new("RGB", (len(rows[0]) * (width + 4) - 4, len(rows) * (cell + 4) - 4), "white")
     for r, row in enumerate(rows):
@@ -126,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    if argv[:1] == ["gallery"]:  # gallery OUT.jpg STYLES_DIR PHOTO [PHOTO ...]
-        if len(argv) < 4:
-            raise UserError("usage: python -m fststyle.zoo gallery OUT.jpg STYLES_DIR PHOTO [PHOTO ...]")
-        print(f"wrote {gallery(argv[1], argv[3:], argv[2])}")
+    if argv[:1] == ["gallery"]:  # gallery OUT.jpg PHOTO [PHOTO ...]
+        if len(argv) < 3:
+            raise UserError("usage: python -m fststyle.zoo gallery OUT.jpg PHOTO [PHOTO ...]")
+        print(f"wrote {gallery(argv[1], argv[2:])}")
         return 0
     if argv[:1] == ["add"]:  # add EXPORT [EXPORT ...] | add EXPORT --name NAME
         if "--name" in argv:
