@@ -62,14 +62,18 @@ def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
             return
         except ConfigCompositionException:
             pass
-        for arg, override in plain:  # which one: each against the config of the others before it
+        for arg, override in plain:  # which one: each alone on the config the group choices make
+            groups = [a for a, o in plain if o is not override and "." not in o.key_or_group and not o.is_add()]
             try:
-                compose(config_name, overrides=[a for a, o in plain if o is not override and not o.is_add()] + [arg])
+                compose(config_name, overrides=groups + [arg])
             except ConfigCompositionException:
                 key = override.key_or_group
-                base = compose(config_name, overrides=[a for a, o in plain if o is not override and not o.is_add()])
+                try:
+                    base = compose(config_name, overrides=groups)
+                except ConfigCompositionException:
+                    base = None
                 parent, _, leaf = key.rpartition(".")
-                node = OmegaConf.select(base, parent) if parent else base
+                node = (OmegaConf.select(base, parent) if parent else base) if base is not None else None
                 known = list(node.keys()) if OmegaConf.is_dict(node) else []
                 close = ELSEWHERE.get(key) or next(iter(f"{parent + '.' if parent else ''}{m}"
                                                         for m in difflib.get_close_matches(leaf, known, n=1)), None)
