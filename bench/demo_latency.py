@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +27,7 @@ def main() -> None:
     import numpy as np
     from gradio_client import Client, handle_file
 
+    from fststyle.demo import wait_until_serving
     from fststyle.hardware import machine_summary
     from fststyle.images import read_array
     from fststyle.infer.engine import Engine, InferSettings
@@ -36,17 +36,10 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    start = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "fststyle.demo", f"port={port}", f"styles={args.style}"], cwd=ROOT,
                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    started = time.perf_counter() - start
+    started = wait_until_serving(url, server)
     try:
         client = Client(url, verbose=False)
         call = lambda: client.predict(handle_file(args.photo), args.style, 1.0, False, args.size, api_name="/stylize")  # noqa: E731

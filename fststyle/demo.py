@@ -223,8 +223,9 @@ def build(settings: DemoSettings):
         if style in catalogue.multi and second and second != style:
             mix = {style: 1 - ratio, second: ratio}
         try:
-            out = styles.stylize(photo, style, strength, preserve_color, int(size) if size else None, mix)
-            return out, (fit(photo, int(size) if size else None), out)
+            photo = fit(photo, int(size) if size else None)  # once: the result and the before/after share it
+            out = styles.stylize(photo, style, strength, preserve_color, None, mix)
+            return out, (photo, out)
         except UserError as e:
             raise gr.Error(str(e)) from None
 
@@ -337,6 +338,24 @@ def serve(settings: DemoSettings, block: bool = True):
     if block:
         page.block_thread()
     return page
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 120) -> float:
+    """Seconds until ``url`` answers (a started ``fststyle-demo`` process); RuntimeError with its output if it
+    exits or ``timeout`` passes first. For the page's tests and bench/demo_latency.py."""
+    import urllib.request
+
+    start = time.perf_counter()
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return time.perf_counter() - start
+        except OSError:
+            if process.poll() is not None or time.perf_counter() - start > timeout:
+                process.kill()
+                output = process.communicate()[0] if process.stdout else ""
+                raise RuntimeError(f"the demo did not start: {str(output)[-3000:]}") from None
+            time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:

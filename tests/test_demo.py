@@ -4,14 +4,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fststyle.demo import DemoSettings, parse
+from fststyle.demo import DemoSettings, parse, wait_until_serving
 from fststyle.errors import UserError
 
 gradio = pytest.importorskip("gradio")
@@ -41,25 +40,16 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The demo as a user starts it; yields (url, seconds until the page answered)."""
-    import urllib.request
-
     port, cache = free_port(), tmp_path_factory.mktemp("cache")
     env = {**os.environ, "FSSTYLE_CACHE": str(cache), "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1"}
-    start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "fststyle.demo", f"port={port}", f"styles={STYLES}",
                              f"exports={tmp_path_factory.mktemp('exports')}"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.perf_counter() - start > 120:
-                proc.kill()
-                pytest.fail(f"the demo did not start: {proc.communicate()[0][-3000:]}")
-            time.sleep(0.2)
-    answered = time.perf_counter() - start
+    try:
+        answered = wait_until_serving(url, proc)
+    except RuntimeError as e:
+        pytest.fail(str(e))
     yield url, answered
     proc.terminate()
     proc.wait(timeout=30)

@@ -228,10 +228,10 @@ def evaluate(
             seconds = time.perf_counter() - start if e.stylizer is not None else float("nan")
             feats = e.meter.features(output)
             layers = e.meter.style_layers_from(feats)[0].tolist()
-            share, _ = e.weave(output.cpu())
+            share, peaks = band_stats(output.cpu())  # one spectrum serves both weave numbers
             row = Row(e.name, photo_path.name, sum(layers) / len(layers), e.meter.content_from(feats, photo_feats).item(),
                       e.meter.style_from(photo_feats).item(), seconds, **dict(zip(STYLE_LAYERS, layers)),
-                      weave=band_stats(output.cpu())[1] / photo_weave, fine=share)
+                      weave=peaks / photo_weave, fine=share / max(e.weave.style_share, 1e-20))
             if flicker and e.stylizer is not None:
                 row.flicker, row.input_flicker = clip_flicker(e.stylizer, photo[0].cpu(), pan)
             rows.append(row)
