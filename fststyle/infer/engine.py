@@ -105,10 +105,11 @@ def plan(settings: InferSettings) -> Plan:
     PyTorch import), PyTorch otherwise. ``tile=auto``: 4 MP whole on the CPU (16 MP on CUDA), larger in tiles."""
     backend, device = settings.backend, settings.device
     on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely()) or backend in RUNTIMES
+    device_type = "cpu" if on_cpu else _torch_device_type(device)  # asked once: it imports torch
     if backend == "onnxruntime":
         precision = "fp32"
     else:
-        precision = resolve_precision(settings.precision, "cpu" if on_cpu else _torch_device_type(device))
+        precision = resolve_precision(settings.precision, device_type)
     if backend == "auto":
         from fststyle.infer.deploy import installed
 
@@ -117,7 +118,7 @@ def plan(settings: InferSettings) -> Plan:
     if settings.tile is None:
         whole, tile = None, None
     elif settings.tile == "auto":
-        on_cuda = backend == "torch" and not on_cpu and _torch_device_type(device) == "cuda"
+        on_cuda = backend == "torch" and device_type == "cuda"
         whole, tile = TILE_AUTO["cuda" if on_cuda else "other"]
     else:
         whole, tile = None, settings.tile
