@@ -45,6 +45,7 @@ def test_the_default_logger_works_without_an_account(tmp_path, monkeypatch, caps
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     logger = build_logger(compose_train(f"run_dir={tmp_path}"))
     assert logger._offline
+    assert "anonymous" not in logger._wandb_init  # wandb warns about a setting Lightning passes as None
     line = capsys.readouterr().out
     assert "logging offline" in line and f"wandb sync {tmp_path}/wandb/offline-run-*" in line
 
@@ -113,3 +114,26 @@ def test_bad_options_are_one_line_and_leave_nothing(tmp_path, script, args, mess
     assert proc.stderr.strip() == f"error: {proc.stderr.strip()[7:]}" and "\n" not in proc.stderr.strip(), proc.stderr
     assert message in proc.stderr
     assert list(tmp_path.iterdir()) == []  # no outputs/ folder, no log, no file
+
+
+def test_lightning_noise_is_silenced_and_its_real_news_kept(caplog):
+    import logging
+    import warnings
+
+    from fststyle.train.run import quiet_lightning
+
+    quiet_lightning()
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    with caplog.at_level(logging.INFO):
+        for line in ("GPU available: False, used: False", "TPU available: False, using: 0 TPU cores",
+                     "Using bfloat16 Automatic Mixed Precision (AMP)", "`Trainer.fit` stopped: `max_steps=3` reached.",
+                     "`Trainer(val_check_interval=1)` was configured so validation will run after every batch.",
+                     "GPU available: True (cuda), used: True"):
+            rank_zero.info(line)
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: True (cuda), used: True"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        quiet_lightning()  # after simplefilter, as a caller's own filters would be
+        warnings.warn("The number of training batches (6) is smaller than the logging interval Trainer(log_every_n_steps=25).")
+        warnings.warn("something else")
+    assert [str(w.message) for w in caught] == ["something else"]

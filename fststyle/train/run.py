@@ -121,7 +121,13 @@ def build_logger(cfg: DictConfig):
         where = Path(str(cfg.logger.get("save_dir") or ".")) / "wandb"
         print(f"wandb: no account configured here (wandb login, or WANDB_API_KEY): logging offline to {where}; "
               f"upload it later with: wandb sync {where}/offline-run-*", flush=True)
-    return instantiate(cfg.logger, **options)
+        import wandb
+
+        options["settings"] = wandb.Settings(silent=True)  # the line above says what its banner would
+    logger = instantiate(cfg.logger, **options)
+    if getattr(logger, "_wandb_init", {}).get("anonymous", False) is None:
+        del logger._wandb_init["anonymous"]  # Lightning passes None, which wandb warns about as a setting in use
+    return logger
 
 
 def wandb_needs_offline(env) -> bool:
@@ -161,15 +167,20 @@ def validation_interval(cfg: DictConfig):
     return cfg.trainer.val_check_interval
 
 
-QUIET = ("💡 Tip", "`Trainer(limit_val_batches=1)`")  # Lightning's info lines that say nothing about this run
+QUIET = (  # Lightning's info lines that say nothing the run's own lines and bar do not
+    "💡 Tip", "`Trainer(limit_val_batches=1)`", "`Trainer(val_check_interval=", "GPU available: False",
+    "TPU available:", "Using bfloat16 Automatic", "Using 16bit Automatic", "`Trainer.fit` stopped:",
+)
 
 
 def quiet_lightning() -> None:
-    """Lightning's noise silenced where it is made: an advert, a note on our own validation setting, and a
-    deprecation inside Lightning itself (its pytree helper under newer torch)."""
+    """Lightning's noise silenced where it is made: an advert, notes on our own settings, a warning that does not
+    apply to step-counted runs, and a deprecation inside Lightning itself (its pytree helper under newer torch)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # an epoch here is one pass over a folder, often shorter than the logging interval; logging counts steps
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging")
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(getattr(f, "fststyle", False) for f in logger.filters):
         def drop(record: logging.LogRecord) -> bool:
@@ -292,7 +303,7 @@ def train(cfg: DictConfig) -> Path | None:
 
 
 def fit(cfg: DictConfig, config: dict) -> Path | None:
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     ckpt_path = resume_checkpoint(cfg, checkpoint_dir)

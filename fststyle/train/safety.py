@@ -318,7 +318,8 @@ class ReportSkippedImages(Callback):
             return
         totals = counter.totals()
         if trainer.is_global_zero and (totals["decoded"] or totals["skipped"]):
-            (log.warning if totals["skipped"] else log.info)("data: %s in total", self.describe(totals))
+            if totals["skipped"]:  # a clean folder says nothing; its counts still go to the logger
+                log.warning("data: %s in total", self.describe(totals))
             metrics = {f"data/{k.split(' (')[0].replace(' ', '_')}": float(v) for k, v in totals.items()}
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
