@@ -202,9 +202,48 @@ class Training:
         return f"training {self.name} failed: {error}"
 
 
-def build(settings: DemoSettings):
+STARTING_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="1">
+<title>fststyle (starting)</title></head><body style="font-family: system-ui, sans-serif; margin: 3em">
+<h2>fststyle is starting</h2><p>The page opens by itself in a few seconds.</p></body></html>"""
+
+
+class StartingPage:
+    """Answers at the page's address while Gradio imports (seconds on a small CPU) with a page that reloads
+    itself until the real one is up (HTTP 503, Retry-After: API clients wait too). Binding it first also
+    reports a port already in use before that wait."""
+
+    def __init__(self, host: str, port: int):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Starting(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(503)
+                for key, value in (("Content-Type", "text/html; charset=utf-8"), ("Retry-After", "1"),
+                                   ("Content-Length", str(len(STARTING_PAGE))), ("Cache-Control", "no-store")):
+                    self.send_header(key, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(STARTING_PAGE)
+
+            do_HEAD = do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        try:
+            self.server = ThreadingHTTPServer((host, port), Starting)
+        except OSError as e:
+            raise UserError(f"port={port}: cannot listen on {host}:{port} ({e.strerror}); choose another with port=N") from None
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def build(settings: DemoSettings, catalogue: "Catalogue | None" = None):
     """The page (a ``gradio.Blocks``); Gradio is imported here, so ``fststyle-infer`` never pays for it."""
-    catalogue = Catalogue.build(settings)  # a bad ckpt= is reported before Gradio's import
+    catalogue = catalogue or Catalogue.build(settings)  # a bad ckpt= is reported before Gradio's import
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
@@ -330,7 +369,12 @@ def optimize_preview(painting: str, photo, vgg: str, progress) -> "object":
 
 
 def serve(settings: DemoSettings, block: bool = True):
-    page = build(settings)
+    catalogue = Catalogue.build(settings)
+    starting = StartingPage(settings.host, settings.port)
+    try:
+        page = build(settings, catalogue)
+    finally:
+        starting.close()
     page.queue(default_concurrency_limit=2)
     _, url, _ = page.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True, quiet=True,
                             show_error=False, theme=page.fststyle_theme, footer_links=["api"])
@@ -340,9 +384,11 @@ def serve(settings: DemoSettings, block: bool = True):
     return page
 
 
-def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 120) -> float:
-    """Seconds until ``url`` answers (a started ``fststyle-demo`` process); RuntimeError with its output if it
-    exits or ``timeout`` passes first. For the page's tests and bench/demo_latency.py."""
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 120, starting_page: bool = False) -> float:
+    """Seconds until ``url`` serves the page (a started ``fststyle-demo`` process), or with ``starting_page`` until
+    it first answers at all; RuntimeError with its output if it exits or ``timeout`` passes first. For the page's
+    tests and bench/demo_latency.py."""
+    import urllib.error
     import urllib.request
 
     start = time.perf_counter()
@@ -350,6 +396,10 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 120
         try:
             urllib.request.urlopen(url, timeout=1)
             return time.perf_counter() - start
+        except urllib.error.HTTPError:
+            if starting_page:
+                return time.perf_counter() - start
+            time.sleep(0.1)
         except OSError:
             if process.poll() is not None or time.perf_counter() - start > timeout:
                 process.kill()

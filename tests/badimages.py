@@ -30,6 +30,8 @@ EXPECTED = {
     "zero_bytes.jpg": "empty file",
     "text.png": "not an image",
     "html.jpeg": "not an image",
+    "png_bad_crc_header.png": "truncated or corrupt",
+    "png_bad_crc_data.png": "truncated or corrupt",
     "bomb.png": "too large (decompression bomb)",
 }
 BAD = {name: reason for name, reason in EXPECTED.items() if reason}
@@ -101,6 +103,14 @@ def make_bad_folder(root: Path, only_bad: bool = False) -> Path:
     files["text.png"] = b"this is not a picture\n" * 10
     files["html.jpeg"] = b"<html><body>404 Not Found</body></html>"
     files["bomb.png"] = bomb_png()
+    png = bytearray(encoded(photo(100, 90, 18), "PNG"))
+    header_crc = 8 + 4 + 4 + 13  # signature, IHDR length and type, IHDR data: its CRC follows
+    png[header_crc: header_crc + 4] = b"\0\0\0\0"
+    files["png_bad_crc_header.png"] = bytes(png)
+    png = bytearray(encoded(photo(100, 90, 19), "PNG"))
+    idat = png.index(b"IDAT")
+    png[idat + 40] ^= 0xFF  # one flipped byte inside the pixel data: its chunk's CRC no longer matches
+    files["png_bad_crc_data.png"] = bytes(png)
     for name, data in files.items():
         if only_bad and name not in BAD:
             continue

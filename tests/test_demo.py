@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fststyle.demo import STARTING_PAGE as STARTING
 from fststyle.demo import DemoSettings, parse, wait_until_serving
 from fststyle.errors import UserError
 
@@ -39,7 +40,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The demo as a user starts it; yields (url, seconds until the page answered)."""
+    """The demo as a user starts it; yields (url, (seconds until it first answered, until the page was up))."""
     port, cache = free_port(), tmp_path_factory.mktemp("cache")
     env = {**os.environ, "FSSTYLE_CACHE": str(cache), "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1"}
     proc = subprocess.Popen([sys.executable, "-m", "fststyle.demo", f"port={port}", f"styles={STYLES}",
@@ -47,7 +48,8 @@ def server(tmp_path_factory):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
-        answered = wait_until_serving(url, proc)
+        first = wait_until_serving(url, proc, starting_page=True)
+        answered = (first, first + wait_until_serving(url, proc))
     except RuntimeError as e:
         pytest.fail(str(e))
     yield url, answered
@@ -82,6 +84,36 @@ def test_bad_options_and_files_are_one_line(tmp_path):
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
 
 
+def test_a_port_in_use_is_one_line_before_the_wait(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "fststyle.demo", f"port={port}", "styles=wave"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: port={port}: cannot listen") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_the_starting_page_answers_while_gradio_loads():
+    import urllib.error
+    import urllib.request
+
+    from fststyle.demo import StartingPage
+
+    port = free_port()
+    starting = StartingPage("127.0.0.1", port)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+        assert e.value.code == 503 and e.value.headers["Retry-After"] == "1"
+        assert b"fststyle is starting" in e.value.read() and "refresh" in STARTING.decode()
+    finally:
+        starting.close()
+    with socket.socket() as again:  # the port is free for Gradio the moment it closes
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+
+
 def test_stylize_api_answers_gradio_client(server, photo, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -104,7 +136,7 @@ def test_the_page_in_a_real_browser(server, photo, tmp_path):
     url, answered = server
     shots = Path(os.environ.get("FSSTYLE_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    print(f"the page answered {answered:.1f} s after the command started")
+    print(f"the page answered {answered[0]:.1f} s after the command started, and was up after {answered[1]:.1f} s")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)  # a fresh temporary profile
         page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)

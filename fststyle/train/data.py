@@ -69,6 +69,19 @@ class NoReadableImages(UserError):
         super().__init__(message)
 
 
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\0", b"MM\0*")
+
+
+def has_image_signature(record: dict) -> bool:
+    """Whether the record's first bytes are an image format's magic number (WebP: RIFF....WEBP)."""
+    if record.get("bytes"):
+        head = bytes(record["bytes"][:12])
+    else:
+        with open(record["path"], "rb") as f:
+            head = f.read(12)
+    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
 def record_name(record: dict | Image.Image) -> str:
     return str(record.get("path") or "<bytes>") if isinstance(record, dict) else "<image>"
 
@@ -104,6 +117,8 @@ def decode(record: dict | Image.Image, size: int, rng: random.Random | None) -> 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UnreadableImage("too large (decompression bomb)", str(e).split(",")[0]) from None
     except UnidentifiedImageError as e:
+        if has_image_signature(record):  # e.g. a PNG whose header chunk fails its CRC: an image, damaged
+            raise UnreadableImage("truncated or corrupt", f"{e}; it starts like an image file") from None
         raise UnreadableImage("not an image", str(e)) from None
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data fails in many ways inside Pillow
         raise UnreadableImage("truncated or corrupt", f"{e.__class__.__name__}: {e}") from None
@@ -258,8 +273,10 @@ def readable_val_set(val: DecodedImages, train: Dataset | IterableDataset) -> De
         good = train.readable(sample)[: len(val)]
         if good:
             return DecodedImages(train.hf.select(good), train.column, val.size, train=False)
+        tried = {record_name(r[train.column]) for r in train.hf.select(sample)}
+        tried |= {record_name(r[val.column]) for r in val.hf}
         raise NoReadableImages(
-            f"data: none of {len(sample) + len(val)} images tried could be read as an image "
+            f"data: none of {len(tried)} images tried could be read as an image "
             "(empty, truncated, not an image or too large); check data.path"
         )
     raise NoReadableImages(
