@@ -1,6 +1,7 @@
-"""Peak memory (RSS) stylizing a 3840x2160 image: untiled baseline vs infer.py with tiling, each in its own process.
+"""Peak memory (RSS) and time stylizing a 3840x2160 image, each way in its own process: the untiled PyTorch
+baseline, infer.py's default (tiles, exact whole-image statistics) and infer.py tile=null (one untiled pass).
 
-    python bench/infer_memory.py [--tile-stats exact|downscaled] [--skip-baseline]
+    python bench/infer_memory.py [--tile-stats exact|downscaled] [--tile auto|N] [--skip-baseline] [--skip-untiled]
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def main():
     parser.add_argument("--tile-stats", default="exact")
     parser.add_argument("--tile", default="auto", help="infer.py's tile= (auto: 1024-px tiles for 4K on the CPU)")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-untiled", action="store_true", help="do not also run infer.py tile=null (one pass)")
     args = parser.parse_args()
     import numpy as np
     import torch
@@ -66,10 +68,18 @@ def main():
         code = BASELINE.format(root=str(ROOT), style=str(style), src=str(src), dst=str(work / "base.png"))
         rss, wall = peak_rss([sys.executable, "-c", code])
         print(f"baseline (fp32 eager, untiled):             peak RSS {rss:5.2f} GB, {wall:6.1f} s")
-    cmd = [sys.executable, "infer.py", f"ckpt={style}", f"input={src}", f"output={work / 'ours.png'}",
-           f"tile={args.tile}", f"tile_stats={args.tile_stats}"]
-    rss, wall = peak_rss(cmd)
-    print(f"infer.py tile={args.tile} tile_stats={args.tile_stats}: peak RSS {rss:5.2f} GB, {wall:6.1f} s")
+    runs = [[f"tile={args.tile}", f"tile_stats={args.tile_stats}"]]
+    if not args.skip_untiled:
+        runs.append(["tile=null"])
+    results = {}
+    for options in runs * 2:  # round-robin; the first round also fills the caches (graphs exported, compiled)
+        cmd = [sys.executable, "infer.py", f"ckpt={style}", f"input={src}", f"output={work / 'ours.png'}", "overwrite=true", *options]
+        results[" ".join(options)] = peak_rss(cmd)
+    for name, (rss, wall) in results.items():
+        print(f"infer.py {name}: peak RSS {rss:5.2f} GB, {wall:6.1f} s (second run, caches warm)")
+    if len(results) == 2:
+        (_, tiled), (_, whole) = results.values()
+        print(f"tiled / untiled wall time: {tiled / whole:.2f}x (one process each: start-up, PNG decode and encode included)")
 
 
 if __name__ == "__main__":

@@ -214,8 +214,10 @@ def test_tile_option(tmp_path, style_file):
     def engine(*overrides):
         return Engine(infer_settings(config("input=x", "output=y", *overrides)), style_file)
 
-    auto = engine()  # on the CPU: 1080p whole (fast), 4K in 1024-px tiles (memory)
-    assert auto.tile == 1024 and not auto.tiled(1080, 1920) and auto.tiled(2160, 3840)
+    auto = engine()  # on the CPU with OpenVINO: 4K whole (exact, and less memory than tiles), 8K in 1024-px tiles
+    assert auto.backend == "openvino" and auto.tile == 1024 and not auto.tiled(2160, 3840) and auto.tiled(4320, 7680)
+    torch_auto = engine("backend=torch", "device=cpu")  # PyTorch on the CPU: 4K in tiles (memory)
+    assert torch_auto.tile == 1024 and not torch_auto.tiled(1080, 1920) and torch_auto.tiled(2160, 3840)
     assert engine("tile=1024").tiled(1080, 1920)
     assert engine("tile=null").tile is None and engine("tile=2048", "backend=torch").tile == 2048
     for bad in ["tile=abc", "tile=8", "tile=true"]:

@@ -21,8 +21,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 TILE_STATS = ("exact", "downscaled")
 MIN_SIZE = 16  # pixels: the network down-samples by 4 and pads by reflection, which needs a few pixels
 # tile=auto: (largest pixel count stylized whole, tile side). Exact statistics in tiles cost several times
-# the compute of one pass, so on the CPU only images too big for memory are tiled (docs/BENCHMARKS.md).
-TILE_AUTO = {"cuda": (4096 * 4096, 4096), "other": (2048 * 2048, 1024)}
+# the compute of one pass, so only images too big for memory are tiled: OpenVINO runs a 4K frame whole in
+# less memory than PyTorch's tiles (docs/BENCHMARKS.md), PyTorch on the CPU tiles above 4 MP.
+TILE_AUTO = {"cuda": (4096 * 4096, 4096), "openvino": (4096 * 2304, 1024), "other": (2048 * 2048, 1024)}
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ class Plan:
 
 def plan(settings: InferSettings) -> Plan:
     """``backend=auto``: an ONNX runtime on the CPU (OpenVINO, else onnxruntime in fp32: faster there, and no
-    PyTorch import), PyTorch otherwise. ``tile=auto``: 4 MP whole on the CPU (16 MP on CUDA), larger in tiles."""
+    PyTorch import), PyTorch otherwise. ``tile=auto``: up to 4096x2304 whole with OpenVINO (4K), 4 MP with PyTorch on the CPU,
+    16 MP on CUDA; larger in tiles."""
     backend, device = settings.backend, settings.device
     on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely()) or backend in RUNTIMES
     device_type = "cpu" if on_cpu else _torch_device_type(device)  # asked once: it imports torch
@@ -118,8 +120,8 @@ def plan(settings: InferSettings) -> Plan:
     if settings.tile is None:
         whole, tile = None, None
     elif settings.tile == "auto":
-        on_cuda = backend == "torch" and device_type == "cuda"
-        whole, tile = TILE_AUTO["cuda" if on_cuda else "other"]
+        kind = "cuda" if backend == "torch" and device_type == "cuda" else backend if backend in TILE_AUTO else "other"
+        whole, tile = TILE_AUTO[kind]
     else:
         whole, tile = None, settings.tile
     return Plan(backend, precision, whole, tile)
