@@ -396,16 +396,16 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 120
         try:
             urllib.request.urlopen(url, timeout=1)
             return time.perf_counter() - start
-        except urllib.error.HTTPError:
+        except urllib.error.HTTPError:  # the starting page: it answers, the page is not up yet
             if starting_page:
                 return time.perf_counter() - start
-            time.sleep(0.1)
         except OSError:
-            if process.poll() is not None or time.perf_counter() - start > timeout:
-                process.kill()
-                output = process.communicate()[0] if process.stdout else ""
-                raise RuntimeError(f"the demo did not start: {str(output)[-3000:]}") from None
-            time.sleep(0.1)
+            pass
+        if process.poll() is not None or time.perf_counter() - start > timeout:
+            process.kill()
+            output = process.communicate()[0] if process.stdout else ""
+            raise RuntimeError(f"the demo did not start: {str(output)[-3000:]}")
+        time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:
