@@ -52,7 +52,8 @@ def recipe(config: dict) -> str:
     scales = style.get("layers") or {}
     layers = {k: w * scales.get(k, 1.0) for k, w in loss.get("style_layers", {}).items()}
     scaled = "".join(f", {k} x{w:g}" for k, w in layers.items() if w != 1)
-    return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}, "
+    balance = f", balance {style['balance']}" if style.get("balance", "johnson") != "johnson" else ""
+    return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}{balance}, "
             f"style.size {style.get('size')}{scaled}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}")
 
 
