@@ -75,12 +75,15 @@ def add(src: str | Path, name: str | None = None) -> Path:
 
 
 def public(style: dict) -> dict:
-    """A style whose conf/style/ entry exists, with that entry's URL and checksum instead of a local path."""
+    """A style whose conf/style/ entry exists, with that entry's URL and checksum instead of a local path; found
+    by name, or by the image's checksum for a variant trained under another name (``style.name=starry_night_stable``)."""
     from fststyle.config import style_catalogue, style_entry
 
-    if style["name"] in style_catalogue():
-        known = style_entry(style["name"])
-        return {**style, "image": known["url"], "sha256": known.get("sha256") or ""}
+    names = [style["name"]] if style["name"] in style_catalogue() else style_catalogue()
+    for name in names:
+        known = style_entry(name)
+        if name == style["name"] or (style.get("sha256") and known.get("sha256") == style["sha256"]):
+            return {**style, "image": known["url"], "sha256": known.get("sha256") or ""}
     return style
 
 
