@@ -66,6 +66,7 @@ class Catalogue:
 
     files: dict[str, Path] = field(default_factory=dict)
     multi: dict[str, list[str]] = field(default_factory=dict)  # name -> its styles (multi-style files)
+    lite: dict[str, Path] = field(default_factory=dict)  # name -> its lite twin (NAME_lite), what live mode runs
     skipped: list[str] = field(default_factory=list)  # files in exports/ that are not style files
 
     @classmethod
@@ -82,7 +83,11 @@ class Catalogue:
         if unknown:
             raise UserError(f"styles={unknown[0]}: not a shipped style; shipped: {', '.join(zoo.names())}")
         for name in wanted:
-            cat.add(name, zoo.ZOO_DIR / f"{name}.safetensors", [])
+            twin = name.removesuffix("_lite")
+            if twin != name and twin in zoo.names():  # the same style, faster: live mode's, not a gallery entry
+                cat.lite[twin] = zoo.ZOO_DIR / f"{name}.safetensors"
+            else:
+                cat.add(name, zoo.ZOO_DIR / f"{name}.safetensors", [])
         cat.scan(Path(settings.exports))
         return cat
 
@@ -109,28 +114,30 @@ class Styles:
         self.engines: dict = {}
         self.lock = threading.Lock()
 
-    def engine(self, name: str, mix: dict | None = None):
+    def engine(self, name: str, mix: dict | None = None, live: bool = False):
+        """``live``: the style's lite twin where one ships (the webcam's frame rate), else the style itself."""
         from fststyle.infer.engine import Engine, InferSettings
 
         if name not in self.catalogue.files:
             raise UserError(f"no style named {name!r}")
         styles = self.catalogue.multi.get(name)
         choice = (mix or styles[0]) if styles else None
-        key = (name, repr(sorted(choice.items())) if isinstance(choice, dict) else choice)
+        path = self.catalogue.lite.get(name, self.catalogue.files[name]) if live and not styles else self.catalogue.files[name]
+        key = (str(path), repr(sorted(choice.items())) if isinstance(choice, dict) else choice)
         with self.lock:
             if key not in self.engines:
-                self.engines[key] = Engine(InferSettings(tile="auto"), self.catalogue.files[name], choice)
+                self.engines[key] = Engine(InferSettings(tile="auto"), path, choice)
             return self.engines[key]
 
     def stylize(self, photo, name: str, strength: float = 1.0, preserve_color: bool = False, size: int | None = None,
-                mix: dict | None = None):
+                mix: dict | None = None, live: bool = False):
         """(H, W, 3) uint8 -> the same, stylized; ``size``: the long side (None keeps the photo's)."""
         import numpy as np
 
         from fststyle.infer.color import finish
 
         photo = fit(photo, size)
-        raw = self.engine(name, mix)(photo[None])[0]
+        raw = self.engine(name, mix, live)(photo[None])[0]
         if strength >= 1 and not preserve_color:
             return raw
         content = photo.transpose(2, 0, 1)[None].astype(np.float32) / 255
@@ -284,7 +291,7 @@ def build(settings: DemoSettings, catalogue: "Catalogue | None" = None):
     def live(frame, style):
         if frame is None:
             return None
-        return styles.stylize(frame, style, size=LIVE)
+        return styles.stylize(frame, style, size=LIVE, live=True)
 
     def preview(painting, photo, progress=gr.Progress()):
         if painting is None:

@@ -186,3 +186,23 @@ def test_own_painting_preview_is_a_picture(tmp_path):
     out = optimize_preview(str(painting), photo, "random", lambda fraction, desc: steps.append(fraction))
     assert out.dtype == np.uint8 and max(out.shape[:2]) == PREVIEW and out.shape[2] == 3
     assert 1 < out.std() < 120 and steps and steps[-1] == pytest.approx(1.0)
+
+
+def test_live_mode_runs_the_lite_twin_and_the_gallery_lists_the_style_once(tmp_path, monkeypatch):
+    from fststyle import zoo
+    from fststyle.demo import Catalogue, Styles
+    from fststyle.nets.transformer import TransformerConfig, TransformerNet
+    from fststyle.stylefile import export_transformer
+
+    monkeypatch.setenv("FSSTYLE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    for name, config in (("starry_night", TransformerConfig(base_channels=4, residual_blocks=1)),
+                         ("starry_night_lite", TransformerConfig(base_channels=2, residual_blocks=1, end_kernel=3))):
+        export_transformer(TransformerNet(config), zoo.ZOO_DIR / f"{name}.safetensors", {"name": name})
+    catalogue = Catalogue.build(DemoSettings(exports=str(tmp_path / "none")))
+    assert list(catalogue.files) == ["starry_night"]
+    styles = Styles(catalogue)
+    assert styles.engine("starry_night").ckpt.name == "starry_night.safetensors"
+    assert styles.engine("starry_night", live=True).ckpt.name == "starry_night_lite.safetensors"
+    frame = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    assert styles.stylize(frame, "starry_night", size=64, live=True).shape == (48, 64, 3)

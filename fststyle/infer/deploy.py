@@ -182,7 +182,15 @@ class OnnxStylizer(_GraphStylizer):
 
 
 class OpenVinoStylizer(_GraphStylizer):
-    """Stylize with OpenVINO on the CPU (no torch needed): one compiled model for every image size, fp32 unless asked."""
+    """Stylize with OpenVINO on the CPU (no torch needed): one compiled model for every image size, fp32 unless asked.
+
+    A shape seen a second time (a video's frames, a camera's photos) gets a model compiled for it alone, which
+    plans its memory once and drops the graph's shape arithmetic (docs/BENCHMARKS.md, video); above
+    ``STATIC_MAX_PIXELS`` the one shared model is kept, so a 4K image never holds two sets of buffers.
+    """
+
+    STATIC_MAX_PIXELS = 1920 * 1080
+    STATIC_SHAPES = 4  # compiled shapes kept at once
 
     def __init__(self, onnx_path: str | Path, preserve_color: bool = False, strength: float = 1.0, precision: str = "fp32"):
         super().__init__(preserve_color, strength)
@@ -202,10 +210,27 @@ class OpenVinoStylizer(_GraphStylizer):
                 core.set_property({"CACHE_DIR": str(compiled)})
         except OSError:
             pass  # a read-only home: compile every time
+        self.core, self.config, self.onnx_path = core, config, str(onnx_path)
         try:
-            self.request = core.compile_model(str(onnx_path), "CPU", config).create_infer_request()
+            self.request = core.compile_model(self.onnx_path, "CPU", config).create_infer_request()
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError for every kind of bad model
             raise UserError(f"{onnx_path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:200]})") from None
+        self.seen: set[tuple[int, ...]] = set()
+        self.static: dict[tuple[int, ...], object] = {}
+
+    def request_for(self, shape: tuple[int, ...]):
+        if shape in self.static:
+            return self.static[shape]
+        if shape not in self.seen or shape[0] * shape[2] * shape[3] > self.STATIC_MAX_PIXELS:
+            self.seen.add(shape)
+            return self.request
+        if len(self.static) >= self.STATIC_SHAPES:
+            self.static.pop(next(iter(self.static)))
+        model = self.core.read_model(self.onnx_path)
+        model.reshape(list(shape))
+        self.static[shape] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        return self.static[shape]
 
     def run(self, images):
-        return self.request.infer({0: images}, share_inputs=True)[0]  # the input read in place; the output copied
+        # the input read in place; the output copied
+        return self.request_for(tuple(images.shape)).infer({0: images}, share_inputs=True)[0]

@@ -182,7 +182,9 @@ class Engine:
 
         tiled = self.tiled(*batch.shape[1:3])
         if self.backend in RUNTIMES and not tiled:
-            out = self.runtime()(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+            images = np.empty((batch.shape[0], 3, *batch.shape[1:3]), np.float32)  # NCHW in one pass over the frame
+            np.multiply(batch.transpose(0, 3, 1, 2), np.float32(1 / 255), out=images)
+            out = self.runtime()(images)
         else:
             import torch
 

@@ -1,6 +1,7 @@
 """Johnson et al.'s image transformation network, with Ulyanov's instance norm.
 
-c9s1-32, d64, d128, 5 x R128, u64, u32, c9s1-3 (widths and block count configurable).
+c9s1-32, d64, d128, 5 x R128, u64, u32, c9s1-3 (widths, block count and the 9x9 end kernels configurable:
+``conf/model/lite.yaml`` is a network for video and the webcam, chosen by measured frame rate, docs/BENCHMARKS.md).
 Images are RGB in [0, 1] on both sides. The last conv is mapped to [0, 1] with
 ``(tanh(x / 10) + 1) / 2``: bounded, so the loss network never sees impossible pixels and the
 exported net needs no clamp. The 1/10 keeps the first Adam steps (every weight moves by ~lr)
@@ -31,6 +32,7 @@ class TransformerConfig:
     residual_blocks: int = 5
     upsample: str = "nearest"       # "nearest" | "bilinear" (resize + conv) or "transpose" (fractionally strided conv)
     styles: int = 1                  # > 1: conditional instance norm, one scale/shift per style
+    end_kernel: int = 9              # the first and last convolutions' kernel (odd): they run at full resolution
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,13 +133,13 @@ class TransformerNet(nn.Module):
         if s < 1:
             raise UserError(f"a transformer needs at least one style, got styles={s}")
         self.encoder = nn.Sequential(
-            ConvLayer(3, c, 9, styles=s), ConvLayer(c, 2 * c, 3, 2, styles=s), ConvLayer(2 * c, 4 * c, 3, 2, styles=s)
+            ConvLayer(3, c, config.end_kernel, styles=s), ConvLayer(c, 2 * c, 3, 2, styles=s), ConvLayer(2 * c, 4 * c, 3, 2, styles=s)
         )
         self.residuals = nn.Sequential(*[ResidualBlock(4 * c, s) for _ in range(config.residual_blocks)])
         self.decoder = nn.Sequential(
             Upsample(4 * c, 2 * c, config.upsample, s),
             Upsample(2 * c, c, config.upsample, s),
-            ConvLayer(c, 3, 9, norm=False, relu=False),
+            ConvLayer(c, 3, config.end_kernel, norm=False, relu=False),
         )
 
     def conditional_norms(self) -> list[ConditionalInstanceNorm2d]:

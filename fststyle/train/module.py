@@ -8,6 +8,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torchvision.utils import make_grid
 
 from fststyle.errors import UserError
@@ -36,10 +38,10 @@ class StyleTransferModule(pl.LightningModule):
 
     def __init__(
         self, model: dict, loss: dict, style: dict, optim: dict, config: dict | None = None, speed: dict | None = None,
-        norms_only: bool = False,
+        norms_only: bool = False, teacher: nn.Module | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["teacher"])
         # a multi-style config (conf/style/multi.yaml, expanded by fststyle.style.expand_styles) lists its styles
         self.styles = style.get("styles") or [style]
         trained = style.get("train") or [s["name"] for s in self.styles]
@@ -52,6 +54,11 @@ class StyleTransferModule(pl.LightningModule):
             for param in self.transformer.parameters():
                 param.requires_grad_(id(param) in trainable)  # the shared convolutions stay as trained
         self.stability = {k: loss.get(f"stability_{k}", d) for k, d in (("weight", 0.0), ("noise", 0.02), ("shift", 3))}
+        # teacher=FILE: a trained network whose outputs the transformer also learns to match (a lite twin's
+        # distillation). Frozen, and kept out of checkpoints like the VGG: it is rebuilt from the run's config. Left in
+        # train mode like the VGG (its instance norms keep no running statistics, so no layer acts differently).
+        self.teacher = teacher.train().requires_grad_(False) if teacher is not None else None
+        self.distill_weight = float(loss.get("distill_weight", 0.0)) if teacher is not None else 0.0
         self.style = style
         self.optim = optim
         self.speed = {**SPEED_DEFAULTS, **(speed or {})}
@@ -89,15 +96,21 @@ class StyleTransferModule(pl.LightningModule):
             log.info("no style/content distances in validation: %s", e)
             return None
 
-    # The VGG is frozen and rebuilt from loss.weights: keep it out of checkpoints (58 MB each).
+    # The VGG (and a teacher) are frozen and rebuilt from the config: keep them out of checkpoints (58 MB each).
+    def frozen_state(self) -> dict[str, torch.Tensor]:
+        state = self.loss.network.state_dict(prefix="loss.network.")
+        if self.teacher is not None:
+            state.update(self.teacher.state_dict(prefix="teacher."))
+        return state
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("loss.network.")]:
+        for key in [k for k in state if k.startswith(("loss.network.", "teacher."))]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        for key, value in self.loss.network.state_dict(prefix="loss.network.").items():
+        for key, value in self.frozen_state().items():
             state.setdefault(key, value)
         self.resume_with_this_lr(checkpoint)
 
@@ -159,6 +172,12 @@ class StyleTransferModule(pl.LightningModule):
                 self.transformer, content, output, self.stability["noise"], int(self.stability["shift"])
             )
             losses["stability"] = term
+            losses["total"] = losses["total"] + term
+        if self.distill_weight > 0:  # Hinton et al.'s distillation, on pixels: paint what the teacher paints
+            with torch.no_grad():
+                target = self.teacher(content)
+            term = self.distill_weight * F.mse_loss(output.float(), target.float())
+            losses["distill"] = term
             losses["total"] = losses["total"] + term
         return losses
 

@@ -279,7 +279,7 @@ def check_values(config: dict) -> None:
         number("style.weight", style.get("weight"), 0, math.inf)
     for name, scale in (style.get("layers") or {}).items():
         number(f"style.layers.{name}", scale, 0, math.inf)
-    for key in ("content_weight", "tv_weight", "stability_weight"):
+    for key in ("content_weight", "tv_weight", "stability_weight", "distill_weight"):
         if key in loss:
             number(f"loss.{key}", loss[key], 0, math.inf)
     for group in ("content_layers", "style_layers"):
@@ -292,6 +292,17 @@ def check_values(config: dict) -> None:
         whole_number("trainer.max_steps", steps, 1)
     whole_number("checkpoint_every", config.get("checkpoint_every"), 1)
     whole_number("seed", config.get("seed"), 0)
+
+
+def load_teacher(spec: str | None):
+    """``teacher=FILE_OR_NAME``: the trained one-style network a lite twin learns from, loaded before training starts."""
+    if not spec:
+        return None
+    from fststyle.stylefile import load_transformer
+    from fststyle.zoo import resolve_model
+
+    path = resolve_model(str(spec))[0]
+    return load_transformer(path)[0]
 
 
 def train(cfg: DictConfig) -> Path | None:
@@ -309,6 +320,7 @@ def fit(cfg: DictConfig, config: dict) -> Path | None:
     ckpt_path = resume_checkpoint(cfg, checkpoint_dir)
     if ckpt_path:
         ckpt_path = str(usable_checkpoint(Path(ckpt_path), config["model"], check_resumable))
+    teacher = load_teacher(cfg.get("teacher"))  # a bad teacher= is refused before the style image is fetched
 
     if config["style"].get("image"):
         config["style"]["image"] = absolute_image(config["style"]["image"])
@@ -325,7 +337,7 @@ def fit(cfg: DictConfig, config: dict) -> Path | None:
     datamodule = instantiate(cfg.data)
     module = StyleTransferModule(
         model=config["model"], loss=config["loss"], style=config["style"], optim=config["optim"], config=config,
-        speed=config.get("speed"), norms_only=base is not None,
+        speed=config.get("speed"), norms_only=base is not None, teacher=teacher,
     )
     if base is not None and not ckpt_path:
         start_from(module.transformer, base[0])
