@@ -154,6 +154,38 @@ def test_export_onnx_and_torchscript(tmp_path, style_file):
     infer(f"ckpt={tmp_path / 'net.onnx'}", f"input={src}", f"output={tmp_path / 'o.png'}", "backend=onnxruntime")
 
 
+def test_openvino_models_freed_in_any_order_leave_the_signal_stack_alone(tmp_path, style_file):
+    """OpenVINO's CPU plugin swaps the thread's signal stack per compiled model; freed oldest first, the thread was
+    left on an unmapped stack and the next child process to exit crashed pytest (CI, exit 139)."""
+    import ctypes
+    import gc
+
+    from fststyle.infer.deploy import cached_onnx
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    def current():
+        stack = Stack()
+        assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
+        return stack.ss_sp, stack.ss_flags, stack.ss_size
+
+    before = current()
+    onnx = cached_onnx(style_file)
+    first, second = OpenVinoStylizer(onnx), OpenVinoStylizer(onnx)
+    video = OpenVinoStylizer(onnx)
+    video.STATIC_SHAPES = 1
+    for shape in [(1, 3, 16, 16)] * 2 + [(1, 3, 24, 16)] * 2:  # the second shape's model replaces the first's
+        video(np.random.default_rng(0).random(shape, dtype=np.float32))
+    assert list(video.static) == [(1, 3, 24, 16)]
+    del first
+    gc.collect()
+    del second, video
+    gc.collect()
+    assert current() == before
+    assert subprocess.run([sys.executable, "-c", "pass"]).returncode == 0  # a child exits: the signal is handled
+
+
 def test_never_overwrites(tmp_path, style_file):
     src = picture(tmp_path / "in.png")
     with pytest.raises(UserError, match="overwrite the input"):

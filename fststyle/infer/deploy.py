@@ -181,6 +181,45 @@ class OnnxStylizer(_GraphStylizer):
 # precision= of infer.py as OpenVINO's inference precision hint (its own default is bf16 where the CPU has AMX)
 
 
+class _SignalStack:
+    """The calling thread's alternate signal stack, kept across OpenVINO's compile.
+
+    OpenVINO's CPU plugin swaps in a signal stack of its own for each compiled model (room for AMX state) and puts
+    back the one it found when that model is freed (openvinotoolkit/openvino#11894). Freed out of order (a video's
+    oldest shape dropped, two styles loaded), the thread is left on a stack already unmapped, and the next signal,
+    a child process exiting, crashes the process. With the thread's own stack put back after every compile, each
+    model finds and restores that one.
+    """
+
+    def __enter__(self):
+        import ctypes
+
+        class Stack(ctypes.Structure):
+            _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+        try:
+            self.sigaltstack = ctypes.CDLL(None).sigaltstack
+        except (OSError, AttributeError):  # not Linux/Unix
+            self.sigaltstack = None
+            return self
+        self.saved = Stack()
+        if self.sigaltstack(None, ctypes.byref(self.saved)) != 0:
+            self.sigaltstack = None
+        return self
+
+    def __exit__(self, *exc):
+        import ctypes
+
+        if self.sigaltstack is not None:
+            self.sigaltstack(ctypes.byref(self.saved), None)
+
+
+def compile_for_cpu(core, model, config: dict):
+    """An infer request of ``model`` (a path or an ``ov.Model``) compiled for the CPU, the signal stack kept."""
+    with _SignalStack():
+        return core.compile_model(model, "CPU", config).create_infer_request()
+
+
 class OpenVinoStylizer(_GraphStylizer):
     """Stylize with OpenVINO on the CPU (no torch needed): one compiled model for every image size, fp32 unless asked.
 
@@ -212,7 +251,7 @@ class OpenVinoStylizer(_GraphStylizer):
             pass  # a read-only home: compile every time
         self.core, self.config, self.onnx_path = core, config, str(onnx_path)
         try:
-            self.request = core.compile_model(self.onnx_path, "CPU", config).create_infer_request()
+            self.request = compile_for_cpu(core, self.onnx_path, config)
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError for every kind of bad model
             raise UserError(f"{onnx_path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:200]})") from None
         self.seen: set[tuple[int, ...]] = set()
@@ -228,7 +267,7 @@ class OpenVinoStylizer(_GraphStylizer):
             self.static.pop(next(iter(self.static)))
         model = self.core.read_model(self.onnx_path)
         model.reshape(list(shape))
-        self.static[shape] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        self.static[shape] = compile_for_cpu(self.core, model, self.config)
         return self.static[shape]
 
     def run(self, images):
