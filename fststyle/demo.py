@@ -26,6 +26,9 @@ THUMB = 160  # long side of the gallery's thumbnails
 LIVE = 320  # long side of webcam frames in live mode
 PREVIEW = 192  # long side of the optimisation method's preview of your own painting
 PREVIEW_ITERATIONS = 40
+# Gradio stretches a gallery of few items to the page's width whatever its ``columns`` (gradio-app/gradio#12052):
+# two styles became two 600-px crops of their thumbnails. The grid keeps its columns.
+GALLERY_CSS = "#gallery .grid-container { grid-template-columns: repeat(7, minmax(0, 1fr)) !important; }"
 OPTIONS = ("port", "host", "ckpt", "exports", "data", "steps", "vgg", "styles")
 
 
@@ -384,7 +387,7 @@ def serve(settings: DemoSettings, block: bool = True):
         starting.close()
     page.queue(default_concurrency_limit=2)
     _, url, _ = page.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True, quiet=True,
-                            show_error=False, theme=page.fststyle_theme, footer_links=["api"])
+                            show_error=False, theme=page.fststyle_theme, css=GALLERY_CSS, footer_links=["api"])
     print(f"fststyle demo on {url} (Ctrl-C stops it)", flush=True)
     if block:
         page.block_thread()

@@ -147,6 +147,7 @@ def test_the_page_in_a_real_browser(server, photo, tmp_path):
         page.locator("#photo input[type=file]").set_input_files(str(photo))
         page.wait_for_selector("#gallery img", timeout=180_000)  # the photo in every style
         assert page.locator("#gallery img").count() == len(STYLES.split(","))
+        assert page.locator("#gallery img").first.bounding_box()["width"] < 250  # thumbnails, not page-wide crops
         page.locator("#gallery img").nth(1).click()  # pick wave from the gallery
         page.wait_for_function("document.querySelector('#style input').value === 'wave'")
         page.locator("#go").click()
