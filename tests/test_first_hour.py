@@ -102,6 +102,7 @@ def run_cli(script: str, *args: str, cwd=None):
     ("train.py", ["data.batch_size=0"], "data.batch_size must be a whole number >= 1, got 0"),
     ("train.py", ["style.size=abc"], "style.size must be a whole number >= 16 or null"),
     ("train.py", ["style.weight=abc"], "style.weight must be a number"),
+    ("train.py", ["loss.phase_jitter=-1"], "loss.phase_jitter must be a whole number >= 0, got -1"),
     ("infer.py", ["ckpt=starry_night", "input=x.jpg", "output=y.jpg", "style_mix={bad"], "style_mix={bad: not a valid option"),
     ("infer.py", ["ckpt=starry_night", "input=x.jpg", "output=y.jpg", "size=-5"], "size must be a whole number >= 16 or null, got -5"),
     ("infer.py", ["ckpt=starry_night", "input=x.jpg", "output=y.jpg", "size=abc"], "size must be a whole number >= 16 or null, got 'abc'"),

@@ -112,3 +112,38 @@ def test_the_custom_recipe_is_relative():
 
     style = compose_train("style=custom", "style.image=/x.jpg").style
     assert style.balance == "relative"
+
+
+def test_phase_crop_takes_the_same_random_window_of_output_and_photo_at_every_offset():
+    from fststyle.train.module import phase_crop
+
+    torch.manual_seed(0)
+    output, content = torch.rand(2, 3, 40, 48), torch.rand(2, 3, 40, 48)
+    assert phase_crop(output, content, 0) == (output, content)
+    assert phase_crop(output, content, 1) == (output, content)
+    offsets = set()
+    for _ in range(400):
+        judged, reference = phase_crop(output, content, 8)
+        assert judged.shape == reference.shape == (2, 3, 33, 41)
+        hits = [(dy, dx) for dy in range(8) for dx in range(8) if torch.equal(judged, output[..., dy:dy + 33, dx:dx + 41])]
+        assert len(hits) == 1 and torch.equal(reference, content[..., hits[0][0]:hits[0][0] + 33, hits[0][1]:hits[0][1] + 41])
+        offsets.add(hits[0])
+    assert len(offsets) == 64  # every phase of the VGG's 8-px pooling grid against the network's 4-px one
+
+
+def test_lattice_energy_sees_a_pattern_locked_to_the_4px_grid_and_not_random_texture():
+    from fststyle.nets.losses import lattice_energy
+
+    torch.manual_seed(0)
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    assert lattice_energy(flat).item() == 0
+    tile = torch.rand(1, 3, 4, 4) * 0.2
+    weave = flat + tile.repeat(1, 1, 16, 16)
+    locked = lattice_energy(weave).item()
+    assert abs(locked - (tile - tile.mean(dim=(2, 3), keepdim=True)).pow(2).mean().item()) < 1e-7
+    assert abs(lattice_energy(weave[..., 1:, 3:]).item() - locked) / locked < 0.2  # any phase of the grid
+    texture = flat + (torch.rand(1, 3, 64, 64) - 0.5) * 0.2 * 3 ** 0.5  # the same pixel variance, not locked
+    assert lattice_energy(texture).item() < locked / 20
+    weave.requires_grad_(True)
+    lattice_energy(weave).backward()
+    assert weave.grad.abs().sum() > 0

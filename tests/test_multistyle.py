@@ -197,8 +197,25 @@ def test_train_multi_then_add_a_style_by_its_norms(tmp_path):
             assert torch.equal(old, after[key][:2]), key
             moved |= not torch.allclose(after[key][2], old.mean(0))
     assert moved
-    with pytest.raises(UserError, match="init_from=FILE adds styles"):
+    with pytest.raises(UserError, match="a multi-style network; add styles to it with style=multi"):
         train(train_config(tmp_path, "bad", "style.image=STYLES/starry_night.jpg", f"init_from={first}", style="starry_night"))
+
+
+def test_one_style_init_from_trains_every_weight_on_from_a_shipped_network(tmp_path):
+    from fststyle.train.run import train
+    from fststyle.zoo import ZOO_DIR
+
+    shipped = load_network(ZOO_DIR / "wave.safetensors")[0].state_dict()
+    tuned = train(train_config(
+        tmp_path, "tune", "style.image=STYLES/wave.jpg", "init_from=wave", "trainer.max_steps=2", "optim.lr=1e-5",
+        "loss.lattice_weight=1e9", style="wave",
+    ))
+    after = load_network(tuned)[0].state_dict()
+    gaps = {key: float((after[key] - old).abs().max()) for key, old in shipped.items()}
+    assert max(gaps.values()) < 1e-3  # two small Adam steps from the shipped weights, not a fresh network
+    assert sum(gap > 0 for gap in gaps.values()) > len(gaps) * 0.9  # convolutions and norms both train
+    with pytest.raises(UserError, match="init_from=wave: its network differs from model= in base_channels, end_kernel, residual_blocks"):
+        train(train_config(tmp_path, "lite", "style.image=STYLES/wave.jpg", "init_from=wave", "model=lite", style="wave"))
 
 
 def test_unknown_style_names_are_one_line(tmp_path):

@@ -67,6 +67,22 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
 
 
+def lattice_energy(image: torch.Tensor, period: int = 4, window: int = 32) -> torch.Tensor:
+    """Mean squared amplitude of the pattern an image repeats on a ``period``-px lattice, per ``window``-px block.
+
+    Each block's pixels are averaged by their phase (y mod period, x mod period); a texture that is not locked
+    to the lattice averages to the block's mean at every phase, the transformer's weave (its total stride is 4)
+    does not. Only the spectral lines at multiples of 1/period cycles/px count: the painting's own fine texture
+    is left alone."""
+    x = image.float()
+    n, c, h, w = x.shape
+    h, w = h // window * window, w // window * window
+    cells = window // period
+    x = x[..., :h, :w].reshape(n, c, h // window, cells, period, w // window, cells, period)
+    phases = x.mean(dim=(3, 6))  # (n, c, blocks_y, period, blocks_x, period)
+    return (phases - phases.mean(dim=(3, 5), keepdim=True)).pow(2).mean()
+
+
 class PerceptualLoss(nn.Module):
     """Content + style + TV against one style image (or ``styles`` of them), on a shared frozen ``LossNetwork``.
 

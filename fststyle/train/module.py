@@ -15,7 +15,7 @@ from torchvision.utils import make_grid
 from fststyle.errors import UserError
 from fststyle.images import save_image
 from fststyle.measures.quality import STYLE_SIZE, QualityMeter
-from fststyle.nets.losses import build_loss
+from fststyle.nets.losses import build_loss, lattice_energy
 from fststyle.nets.stability import stability_loss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.style import checksum_for, load_style
@@ -31,6 +31,19 @@ SPEED_DEFAULTS = {
 
 
 COLLAPSED_STD = 1e-3  # pixel std ([0, 1] units) of a validation batch below which every output is one flat colour
+
+
+def phase_crop(output: torch.Tensor, content: torch.Tensor, jitter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random crop of both, offset 0..jitter-1 px, for the VGG loss only (``loss.phase_jitter``).
+
+    The transformer paints on its own 4-px grid (its stride) and the VGG pools on an 8-px one; both start at the
+    crop's corner, so a pattern locked to the VGG's pooling phase pays in the loss every step. A random offset between
+    the two grids takes that reward away (docs/QUALITY.md, the weave)."""
+    if jitter <= 1:
+        return output, content
+    dy, dx = (int(v) for v in torch.randint(0, jitter, (2,)))
+    h, w = output.shape[-2] - jitter + 1, output.shape[-1] - jitter + 1
+    return output[..., dy:dy + h, dx:dx + w], content[..., dy:dy + h, dx:dx + w]
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -53,6 +66,8 @@ class StyleTransferModule(pl.LightningModule):
             trainable = {id(p) for p in self.transformer.norm_parameters()}
             for param in self.transformer.parameters():
                 param.requires_grad_(id(param) in trainable)  # the shared convolutions stay as trained
+        self.phase_jitter = int(loss.get("phase_jitter", 0))  # see phase_crop
+        self.lattice_weight = float(loss.get("lattice_weight", 0.0))  # against the weave: lattice_energy
         self.stability = {k: loss.get(f"stability_{k}", d) for k, d in (("weight", 0.0), ("noise", 0.02), ("shift", 3))}
         # teacher=FILE: a trained network whose outputs the transformer also learns to match (a lite twin's
         # distillation). Frozen, and kept out of checkpoints like the VGG: it is rebuilt from the run's config. Left in
@@ -166,7 +181,11 @@ class StyleTransferModule(pl.LightningModule):
     def step_losses(self, content: torch.Tensor, style_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The training step's losses on a [0, 1] batch (also what the speed benchmark and its quality test time)."""
         output = self.transformer(content)
-        losses = self.loss(*self.loss_layout(output, content), style_index=style_index)
+        judged, reference = phase_crop(output, content, self.phase_jitter)
+        losses = self.loss(*self.loss_layout(judged, reference), style_index=style_index)
+        if self.lattice_weight > 0:
+            losses["lattice"] = self.lattice_weight * lattice_energy(output)
+            losses["total"] = losses["total"] + losses["lattice"]
         if self.stability["weight"] > 0:  # Gupta et al.: the same picture shifted and noisy paints the same
             term = self.stability["weight"] * stability_loss(
                 self.transformer, content, output, self.stability["noise"], int(self.stability["shift"])

@@ -226,6 +226,21 @@ def add_to(base, style: dict) -> dict:
     return {**style, "styles": known + fresh, "train": [s["name"] for s in style["styles"]]}
 
 
+def fine_tune_base(spec: str, model: dict):
+    """``init_from=FILE_OR_NAME`` for one style: every weight of a trained one-style network trains on from where
+    it is, under this run's recipe (a shipped style retrained with a new loss term, say)."""
+    from fststyle.zoo import resolve_model
+
+    net, meta = load_network(resolve_model(spec)[0])
+    if net.config.styles != 1:
+        raise UserError(f"init_from={spec}: a multi-style network; add styles to it with style=multi style.names=[NEW,...]")
+    wanted = {**net.config.to_dict(), **model, "styles": 1}
+    if wanted != net.config.to_dict():
+        differ = sorted(k for k in wanted if wanted[k] != net.config.to_dict()[k])
+        raise UserError(f"init_from={spec}: its network differs from model= in {', '.join(differ)}")
+    return net, meta
+
+
 def start_from(transformer, base) -> None:
     """Copy ``base``'s shared weights and its styles' norm rows; a new style's rows start at the mean of the old ones."""
     import torch
@@ -279,12 +294,14 @@ def check_values(config: dict) -> None:
         number("style.weight", style.get("weight"), 0, math.inf)
     for name, scale in (style.get("layers") or {}).items():
         number(f"style.layers.{name}", scale, 0, math.inf)
-    for key in ("content_weight", "tv_weight", "stability_weight", "distill_weight"):
+    for key in ("content_weight", "tv_weight", "stability_weight", "distill_weight", "lattice_weight"):
         if key in loss:
             number(f"loss.{key}", loss[key], 0, math.inf)
     for group in ("content_layers", "style_layers"):
         for name, weight in (loss.get(group) or {}).items():
             number(f"loss.{group}.{name}", weight, 0, math.inf)
+    if "phase_jitter" in loss:
+        whole_number("loss.phase_jitter", loss["phase_jitter"], 0)
     if number("optim.lr", optim.get("lr"), 0, math.inf) == 0:
         raise UserError("optim.lr must be > 0, got 0")
     steps = config["trainer"].get("max_steps", -1)
@@ -324,20 +341,20 @@ def fit(cfg: DictConfig, config: dict) -> Path | None:
 
     if config["style"].get("image"):
         config["style"]["image"] = absolute_image(config["style"]["image"])
-    base = None
-    if config["style"].get("names") is not None:  # style=multi: many styles in one network
+    base, multi = None, config["style"].get("names") is not None
+    if multi:  # style=multi: many styles in one network
         config["style"] = expand_styles(config["style"])
         if cfg.get("init_from"):
             base = load_network(Path(cfg.init_from).expanduser())
             config["style"] = add_to(base, config["style"])
     elif cfg.get("init_from"):
-        raise UserError("init_from=FILE adds styles to a trained network: use it with style=multi style.names=[NEW,...]")
+        base = fine_tune_base(str(cfg.init_from), config["model"])
     style_sha256, style_image = style_digest(config["style"])
     check_replaceable(Path(cfg.export_dir) / f"{config['style']['name']}.safetensors", style_sha256, style_image, cfg.get("overwrite", False))
     datamodule = instantiate(cfg.data)
     module = StyleTransferModule(
         model=config["model"], loss=config["loss"], style=config["style"], optim=config["optim"], config=config,
-        speed=config.get("speed"), norms_only=base is not None, teacher=teacher,
+        speed=config.get("speed"), norms_only=base is not None and multi, teacher=teacher,
     )
     if base is not None and not ckpt_path:
         start_from(module.transformer, base[0])
