@@ -53,8 +53,11 @@ def recipe(config: dict) -> str:
     layers = {k: w * scales.get(k, 1.0) for k, w in loss.get("style_layers", {}).items()}
     scaled = "".join(f", {k} x{w:g}" for k, w in layers.items() if w != 1)
     balance = f", balance {style['balance']}" if style.get("balance", "johnson") != "johnson" else ""
+    lattice = f", lattice_weight {loss['lattice_weight']:g}" if loss.get("lattice_weight") else ""
+    start = config.get("init_from_record")
+    start = f"; fine-tuned from a {start.get('steps')}-step network ({start.get('recipe')})" if start else ""
     return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}{balance}, "
-            f"style.size {style.get('size')}{scaled}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}")
+            f"style.size {style.get('size')}{scaled}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}{lattice}{start}")
 
 
 def add(src: str | Path, name: str | None = None) -> Path:

@@ -203,7 +203,7 @@ def test_train_multi_then_add_a_style_by_its_norms(tmp_path):
 
 def test_one_style_init_from_trains_every_weight_on_from_a_shipped_network(tmp_path):
     from fststyle.train.run import train
-    from fststyle.zoo import ZOO_DIR
+    from fststyle.zoo import ZOO_DIR, recipe
 
     shipped = load_network(ZOO_DIR / "wave.safetensors")[0].state_dict()
     tuned = train(train_config(
@@ -211,6 +211,7 @@ def test_one_style_init_from_trains_every_weight_on_from_a_shipped_network(tmp_p
         "loss.lattice_weight=1e9", style="wave",
     ))
     after = load_network(tuned)[0].state_dict()
+    assert "fine-tuned from a 600-step network (content relu3_3, style.weight 1.0" in recipe(read_meta(tuned).config)
     gaps = {key: float((after[key] - old).abs().max()) for key, old in shipped.items()}
     assert max(gaps.values()) < 1e-3  # two small Adam steps from the shipped weights, not a fresh network
     assert sum(gap > 0 for gap in gaps.values()) > len(gaps) * 0.9  # convolutions and norms both train

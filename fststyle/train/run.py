@@ -31,6 +31,7 @@ from fststyle.train.safety import (
     latest_checkpoint,
     usable_checkpoint,
 )
+from fststyle.zoo import recipe, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +230,6 @@ def add_to(base, style: dict) -> dict:
 def fine_tune_base(spec: str, model: dict):
     """``init_from=FILE_OR_NAME`` for one style: every weight of a trained one-style network trains on from where
     it is, under this run's recipe (a shipped style retrained with a new loss term, say)."""
-    from fststyle.zoo import resolve_model
-
     net, meta = load_network(resolve_model(spec)[0])
     if net.config.styles != 1:
         raise UserError(f"init_from={spec}: a multi-style network; add styles to it with style=multi style.names=[NEW,...]")
@@ -349,6 +348,8 @@ def fit(cfg: DictConfig, config: dict) -> Path | None:
             config["style"] = add_to(base, config["style"])
     elif cfg.get("init_from"):
         base = fine_tune_base(str(cfg.init_from), config["model"])
+        # the export records where its weights started (python -m fststyle.zoo prints it)
+        config["init_from_record"] = {"recipe": recipe(base[1].config), **{k: base[1].training.get(k) for k in ("steps", "image_size")}}
     style_sha256, style_image = style_digest(config["style"])
     check_replaceable(Path(cfg.export_dir) / f"{config['style']['name']}.safetensors", style_sha256, style_image, cfg.get("overwrite", False))
     datamodule = instantiate(cfg.data)
