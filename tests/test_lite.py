@@ -66,6 +66,7 @@ def test_a_lite_network_learns_its_teacher_and_the_checkpoint_keeps_only_the_stu
     starry_night than it started; the teacher, like the VGG, stays out of the checkpoint and comes back on resume."""
     overrides = [
         "model=lite", "teacher=starry_night", f"style.image={need(STYLES / 'starry_night.jpg')}", "style.weight=0", "loss.content_weight=0", "loss.distill_weight=1",
+        "loss.lattice_weight=0",
         "optim.lr=3e-3", "data=folder", f"data.path={coco_dir}", f"loss.weights={vgg16_caffe}", "logger=none",
         "trainer.max_steps=30", "data.image_size=64", "data.num_workers=0", f"run_dir={tmp_path}",
         f"export_dir={tmp_path}/exports", "checkpoint_every=10",

@@ -315,7 +315,6 @@ def load_teacher(spec: str | None):
     if not spec:
         return None
     from fststyle.stylefile import load_transformer
-    from fststyle.zoo import resolve_model
 
     path = resolve_model(str(spec))[0]
     return load_transformer(path)[0]
