@@ -19,6 +19,7 @@ from fststyle.cache import sha256_of
 from fststyle.config import expand_styles
 from fststyle.errors import UserError, number, whole_number
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
+from fststyle.nets.transformer import TransformerConfig
 from fststyle.style import absolute_image, checksum_for, resolve_image
 from fststyle.stylefile import check_replaceable, check_resumable, export_transformer, load_network, raw_header
 from fststyle.train.distributed import check_launch, scaled_optim
@@ -233,9 +234,9 @@ def fine_tune_base(spec: str, model: dict):
     net, meta = load_network(resolve_model(spec)[0])
     if net.config.styles != 1:
         raise UserError(f"init_from={spec}: a multi-style network; add styles to it with style=multi style.names=[NEW,...]")
-    wanted = {**net.config.to_dict(), **model, "styles": 1}
-    if wanted != net.config.to_dict():
-        differ = sorted(k for k in wanted if wanted[k] != net.config.to_dict()[k])
+    have, wanted = net.config.to_dict(), TransformerConfig(**{**model, "styles": 1}).to_dict()  # what this run builds
+    differ = sorted(k for k in wanted if have[k] != wanted[k])
+    if differ:
         raise UserError(f"init_from={spec}: its network differs from model= in {', '.join(differ)}")
     return net, meta
 
