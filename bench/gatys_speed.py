@@ -4,6 +4,9 @@
 
 Runs the real optimisation loop (fststyle.gatys.optimize_image) on the given content/style
 images with the default loss config (paper layers, network=auto), after one warm-up iteration.
+Each row also gives the run's convolution/matmul FLOP rate (torch's FlopCounterMode over the same call, run
+again untimed) as a % of this machine's convolution peak in that precision, measured in the same run: the
+loss network's forward on the same image, fp32 NCHW or bf16 channels_last.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -21,6 +25,33 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, resize_long_side  # noqa: E402
 from fststyle.hardware import machine_summary, resolve_device, resolve_precision  # noqa: E402
 from fststyle.images import load_image  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from timing import best_of  # noqa: E402
+
+
+def flops(fn) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def conv_peak(network: torch.nn.Module, image: torch.Tensor, precision: str) -> float:
+    """FLOP/s of the most convolution-friendly work there is here: the loss network's forward on ``image``,
+    fp32 NCHW or low precision channels_last (how oneDNN runs bf16 fastest)."""
+    low = precision != "fp32"
+    layout = torch.channels_last if low else torch.contiguous_format
+    network.to(memory_format=layout)
+    x = image.contiguous(memory_format=layout)
+
+    def run():
+        with torch.no_grad(), torch.autocast(image.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=low):
+            network.features(x)
+
+    rate = flops(run) / best_of(run)
+    network.to(memory_format=torch.contiguous_format)
+    return rate
 
 
 def main() -> None:
@@ -42,8 +73,8 @@ def main() -> None:
     content, style = load_image(args.content).to(device), load_image(args.style).to(device)
     print(f"device={device} ({machine_summary(str(device))}, torch threads={torch.get_num_threads()}), "
           f"network={loss.network.network}, optimizer={args.optimizer}")
-    print("| long side | image | precision | iterations | seconds | iterations/s | final loss |")
-    print("|---|---|---|---|---|---|---|")
+    print("| long side | image | precision | iterations | seconds | iterations/s | final loss | GFLOP/s | % of conv peak |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         image = resize_long_side(content, size)
         for precision in args.precisions:
@@ -56,9 +87,12 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
+            work = flops(lambda: optimize_image(loss, image, style, OptimizeSettings(iterations=args.iterations, **settings), progress=False))
+            peak = conv_peak(loss.network, loss.network.preprocess(image), settings["precision"])
             h, w = image.shape[-2:]
             print(f"| {size} | {w}x{h} | {settings['precision']} | {args.iterations} | {seconds:.1f} | "
-                  f"{args.iterations / seconds:.2f} | {history[-1]['total']:.4g} |")
+                  f"{args.iterations / seconds:.2f} | {history[-1]['total']:.4g} | {work / seconds / 1e9:.0f} | "
+                  f"{100 * work / seconds / peak:.0f}% (peak {peak / 1e9:.0f}) |")
 
 
 if __name__ == "__main__":

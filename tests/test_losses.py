@@ -147,3 +147,13 @@ def test_lattice_energy_sees_a_pattern_locked_to_the_4px_grid_and_not_random_tex
     weave.requires_grad_(True)
     lattice_energy(weave).backward()
     assert weave.grad.abs().sum() > 0
+
+
+def test_lattice_energy_of_an_image_smaller_than_one_block_is_zero_not_nan():
+    from fststyle.nets.losses import lattice_energy
+
+    small = torch.rand(1, 3, 20, 40, requires_grad=True)
+    energy = lattice_energy(small)
+    assert energy.item() == 0
+    energy.backward()
+    assert torch.equal(small.grad, torch.zeros_like(small))

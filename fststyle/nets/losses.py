@@ -77,6 +77,8 @@ def lattice_energy(image: torch.Tensor, period: int = 4, window: int = 32) -> to
     x = image.float()
     n, c, h, w = x.shape
     h, w = h // window * window, w // window * window
+    if h == 0 or w == 0:  # smaller than one block: no lattice to measure
+        return (x * 0).sum()
     cells = window // period
     x = x[..., :h, :w].reshape(n, c, h // window, cells, period, w // window, cells, period)
     phases = x.mean(dim=(3, 6))  # (n, c, blocks_y, period, blocks_x, period)
