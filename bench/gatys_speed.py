@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -27,31 +26,7 @@ from fststyle.hardware import machine_summary, resolve_device, resolve_precision
 from fststyle.images import load_image  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from timing import best_of  # noqa: E402
-
-
-def flops(fn) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def conv_peak(network: torch.nn.Module, image: torch.Tensor, precision: str) -> float:
-    """FLOP/s of the most convolution-friendly work there is here: the loss network's forward on ``image``,
-    fp32 NCHW or low precision channels_last (how oneDNN runs bf16 fastest)."""
-    low = precision != "fp32"
-    layout = torch.channels_last if low else torch.contiguous_format
-    network.to(memory_format=layout)
-    x = image.contiguous(memory_format=layout)
-
-    def run():
-        with torch.no_grad(), torch.autocast(image.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=low):
-            network.features(x)
-
-    rate = flops(run) / best_of(run)
-    network.to(memory_format=torch.contiguous_format)
-    return rate
+from timing import conv_rate, flops  # noqa: E402 - bench/timing.py
 
 
 def main() -> None:
@@ -88,7 +63,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
             work = flops(lambda: optimize_image(loss, image, style, OptimizeSettings(iterations=args.iterations, **settings), progress=False))
-            peak = conv_peak(loss.network, loss.network.preprocess(image), settings["precision"])
+            peak = conv_rate(loss.network.features, loss.network.preprocess(image), settings["precision"])
             h, w = image.shape[-2:]
             print(f"| {size} | {w}x{h} | {settings['precision']} | {args.iterations} | {seconds:.1f} | "
                   f"{args.iterations / seconds:.2f} | {history[-1]['total']:.4g} | {work / seconds / 1e9:.0f} | "

@@ -1,4 +1,5 @@
-"""The one timing rule of every bench: a warm-up call, then the best of ``repeats`` calls."""
+"""The one timing rule of every bench (a warm-up call, then the best of ``repeats`` calls), and the FLOP counts
+and convolution peak their % of peak figures use."""
 import time
 
 
@@ -18,3 +19,34 @@ def best_of_each(fns: dict, repeats: int = 3) -> dict:
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: min(t) for name, t in times.items()}
+
+
+def flops(fn) -> float:
+    """Convolution/matmul FLOPs of one call of ``fn`` (torch's FlopCounterMode), the work the % of peak figures divide."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def conv_rate(network, x, precision: str = "fp32") -> float:
+    """FLOP/s of ``network(x)``, the most convolution-friendly work a bench has: this machine's convolution peak.
+    fp32 runs NCHW; bf16/fp16 run channels_last under autocast (how oneDNN runs them fastest)."""
+    import torch
+
+    from fststyle.hardware import torch_dtype
+
+    low = precision != "fp32"
+    layout = torch.channels_last if low else torch.contiguous_format
+    network.to(memory_format=layout)
+    xl = x.contiguous(memory_format=layout)
+
+    def run():
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch_dtype(precision), enabled=low):
+            network(xl)
+
+    rate = flops(run) / best_of(run)
+    network.to(memory_format=torch.contiguous_format)
+    return rate

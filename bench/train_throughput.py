@@ -365,8 +365,7 @@ def quality_check(args, overrides: list[str]) -> bool:
 def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     """Time each phase of one step on the same batch, count its convolution/matmul FLOPs, and compare the
     achieved rate with this machine's convolution peak in fp32 and bf16 (VGG16 forward), measured here too."""
-    from timing import best_of  # bench/timing.py
-    from torch.utils.flop_counter import FlopCounterMode
+    from timing import best_of, conv_rate, flops  # bench/timing.py
 
     from fststyle.style import load_style
 
@@ -379,12 +378,6 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     module.loss.set_style(load_style(str(args.style), None, cfg.style.size).to(device))
     bf16 = str(cfg.trainer.precision).startswith("bf16")
     x = x255.div(255)  # the same photos in [0, 1], as the module's to_float gives them
-
-    def flops(fn) -> float:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            fn()
-        return counter.get_total_flops()
 
     # -- baseline phases (fp32, NCHW) -----------------------------------------------------------
     def b_transformer():
@@ -419,19 +412,6 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         losses["total"].backward()
         optimizer.step()
 
-    def conv_rate(bf16_channels_last: bool) -> float:
-        """FLOP/s of the most convolution-friendly work in a step: VGG16 forward through relu4_3 on this batch."""
-        v = baseline.vgg.to(memory_format=torch.channels_last if bf16_channels_last else torch.contiguous_format)
-        xv = x.contiguous(memory_format=torch.channels_last) if bf16_channels_last else x
-
-        def run():
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_channels_last):
-                v(xv)
-
-        rate = flops(run) / best_of(run)
-        baseline.vgg.to(memory_format=torch.contiguous_format)
-        return rate
-
     rows = [
         ("baseline", "transformer forward", b_transformer),
         ("baseline", "VGG forward, content (to relu4_3)", b_vgg_content),
@@ -440,7 +420,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         ("fststyle", f"VGG forward, content (to {max(cfg.loss.content_layers)})", f_vgg_content),
         ("fststyle", "whole step (fwd + bwd + Adam)", f_full),
     ]
-    peaks = {"fp32": conv_rate(False), "bf16": conv_rate(True)}
+    peaks = {"fp32": conv_rate(baseline.vgg, x), "bf16": conv_rate(baseline.vgg, x, "bf16")}  # VGG16 forward to relu4_3
     print(f"{args.size}x{args.size}, batch {args.batch}, device {device}, {torch.get_num_threads()} threads, "
           f"fststyle precision {cfg.trainer.precision}")
     print(f"convolution peak (VGG16 forward to relu4_3 on this batch): fp32 NCHW {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
