@@ -20,6 +20,7 @@ the Caffe VGG16 weights from --weights instead of torchvision's download (same s
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -365,8 +366,9 @@ def quality_check(args, overrides: list[str]) -> bool:
 def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     """Time each phase of one step on the same batch, count its convolution/matmul FLOPs, and compare the
     achieved rate with this machine's convolution peak in fp32 and bf16 (VGG16 forward), measured here too."""
-    from timing import best_of, conv_rate, flops  # bench/timing.py
+    from timing import best_of, best_of_each, conv_rate, flops  # bench/timing.py
 
+    from fststyle.nets.transformer import ReflectionPad
     from fststyle.style import load_style
 
     torch.manual_seed(0)
@@ -412,6 +414,21 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         losses["total"].backward()
         optimizer.step()
 
+    # the same step with the transformer padding under autocast's fp32 policy, as before nets/transformer.ReflectionPad
+    before = copy.deepcopy(module)
+    for parent in before.transformer.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, ReflectionPad):
+                setattr(parent, name, nn.ReflectionPad2d(child.padding))
+    optimizer_before = torch.optim.Adam(before.transformer.parameters(), 1e-3)
+
+    def f_full_fp32_padding():
+        optimizer_before.zero_grad()
+        with autocast():
+            losses = before.step_losses(x)
+        losses["total"].backward()
+        optimizer_before.step()
+
     rows = [
         ("baseline", "transformer forward", b_transformer),
         ("baseline", "VGG forward, content (to relu4_3)", b_vgg_content),
@@ -435,6 +452,10 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         if name.startswith("whole"):
             whole[side] = (seconds, work, dtype)
     (tb, wb, _), (tf, wf, df) = whole["baseline"], whole["fststyle"]
+    if bf16:
+        paired = best_of_each({"now": f_full, "before": f_full_fp32_padding})
+        print(f"whole step, padding in bf16 (now) {paired['now']:.3f} s against padding under autocast's fp32 policy "
+              f"(before) {paired['before']:.3f} s, interleaved: {paired['before'] / paired['now']:.2f}x")
     print(f"step ratio fststyle/baseline: {tb / tf:.2f}x; of which fewer FLOPs {wb / wf:.2f}x, "
           f"faster FLOPs {(wf / tf) / (wb / tb):.2f}x")
     print(f"upper bound, every fststyle FLOP at the {df} convolution peak: {tb * peaks[df] / wf:.2f}x the baseline")

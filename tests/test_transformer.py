@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fststyle.errors import UserError
-from fststyle.nets.transformer import TransformerConfig, TransformerNet
+from fststyle.nets.transformer import ReflectionPad, TransformerConfig, TransformerNet
 
 
 def test_default_net_is_johnsons():
@@ -36,3 +36,28 @@ def test_config_widths_and_blocks():
 def test_bad_upsample_is_a_user_error():
     with pytest.raises(UserError, match="upsample"):
         TransformerNet(TransformerConfig(upsample="pixelshuffle"))
+
+
+def test_padding_keeps_bf16_under_autocast():
+    """CPU autocast would pad in fp32 and the next convolution cast back: two copies per layer, both ways."""
+    x = torch.randn(2, 8, 12, 10).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        padded = ReflectionPad(4)(x)
+        plain = torch.nn.ReflectionPad2d(4)(x)
+    assert padded.dtype == torch.bfloat16
+    assert torch.equal(padded, plain.bfloat16())  # the same values: a pad only copies
+
+
+def test_bf16_forward_is_unchanged_by_the_padding():
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        now = net(x)
+    for parent in net.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, ReflectionPad):
+                setattr(parent, name, torch.nn.ReflectionPad2d(child.padding))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before = net(x)
+    assert torch.equal(now, before)

@@ -65,13 +65,31 @@ def instance_norm(channels: int, styles: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=True) if styles == 1 else ConditionalInstanceNorm2d(channels, styles)
 
 
+class ReflectionPad(nn.ReflectionPad2d):
+    """Reflection padding in its input's dtype.
+
+    CPU autocast runs ``reflection_pad2d`` in fp32, so under bf16 every padded activation was cast up and the
+    next convolution cast it back down (and again in the backward pass). A pad is a copy of existing values:
+    in the input's dtype the output is bit-identical and the casts are gone (bench/train_throughput.py)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # a TorchScript export runs without autocast
+            return F.pad(x, self.padding, "reflect")
+        return self.pad_outside_autocast(x)
+
+    @torch.jit.unused
+    def pad_outside_autocast(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return F.pad(x, self.padding, "reflect")
+
+
 class ConvLayer(nn.Sequential):
     """Reflection pad, conv, optional instance norm and ReLU."""
 
     def __init__(
         self, cin: int, cout: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True, styles: int = 1
     ):
-        layers: list[nn.Module] = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride)]
+        layers: list[nn.Module] = [ReflectionPad(kernel // 2), nn.Conv2d(cin, cout, kernel, stride)]
         if norm:
             layers.append(instance_norm(cout, styles))
         if relu:
