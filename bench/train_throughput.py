@@ -368,7 +368,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     achieved rate with this machine's convolution peak in fp32 and bf16 (VGG16 forward), measured here too."""
     from timing import best_of, best_of_each, conv_rate, flops  # bench/timing.py
 
-    from fststyle.nets.transformer import ReflectionPad
+    from fststyle.nets.transformer import ReflectionPad, Upsample
     from fststyle.style import load_style
 
     torch.manual_seed(0)
@@ -414,20 +414,26 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         losses["total"].backward()
         optimizer.step()
 
-    # the same step with the transformer padding under autocast's fp32 policy, as before nets/transformer.ReflectionPad
-    before = copy.deepcopy(module)
-    for parent in before.transformer.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, ReflectionPad):
-                setattr(parent, name, nn.ReflectionPad2d(child.padding))
-    optimizer_before = torch.optim.Adam(before.transformer.parameters(), 1e-3)
+    # The same step as the transformer ran it before two exact changes, to show each one in this run: its nearest
+    # up-sampling as resize + pad + 3x3 conv (eval mode picks that path; instance norm has no running statistics,
+    # so nothing else changes), and then also its padding under autocast's fp32 policy (plain nn.ReflectionPad2d).
+    def variant(fp32_padding: bool):
+        clone = copy.deepcopy(module)
+        for parent in clone.transformer.modules():
+            if isinstance(parent, Upsample):
+                parent.eval()
+            for name, child in parent.named_children():
+                if fp32_padding and isinstance(child, ReflectionPad):
+                    setattr(parent, name, nn.ReflectionPad2d(child.padding))
+        optimizer_ = torch.optim.Adam(clone.transformer.parameters(), 1e-3)
 
-    def f_full_fp32_padding():
-        optimizer_before.zero_grad()
-        with autocast():
-            losses = before.step_losses(x)
-        losses["total"].backward()
-        optimizer_before.step()
+        def step():
+            optimizer_.zero_grad()
+            with autocast():
+                losses = clone.step_losses(x)
+            losses["total"].backward()
+            optimizer_.step()
+        return step
 
     rows = [
         ("baseline", "transformer forward", b_transformer),
@@ -452,10 +458,9 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         if name.startswith("whole"):
             whole[side] = (seconds, work, dtype)
     (tb, wb, _), (tf, wf, df) = whole["baseline"], whole["fststyle"]
-    if bf16:
-        paired = best_of_each({"now": f_full, "before": f_full_fp32_padding})
-        print(f"whole step, padding in bf16 (now) {paired['now']:.3f} s against padding under autocast's fp32 policy "
-              f"(before) {paired['before']:.3f} s, interleaved: {paired['before'] / paired['now']:.2f}x")
+    paired = best_of_each({"now": f_full, "plain up-sampling": variant(False), "and fp32 padding": variant(True)})
+    print("whole step, interleaved: " + ", ".join(f"{k} {v:.3f} s" for k, v in paired.items())
+          + f"; now is {paired['plain up-sampling'] / paired['now']:.2f}x / {paired['and fp32 padding'] / paired['now']:.2f}x faster")
     print(f"step ratio fststyle/baseline: {tb / tf:.2f}x; of which fewer FLOPs {wb / wf:.2f}x, "
           f"faster FLOPs {(wf / tf) / (wb / tb):.2f}x")
     print(f"upper bound, every fststyle FLOP at the {df} convolution peak: {tb * peaks[df] / wf:.2f}x the baseline")

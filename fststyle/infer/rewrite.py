@@ -12,7 +12,8 @@ OpenVINO's per-layer counters at 1024x680, bench/infer_speed.py --layers):
   (``SpaceToDepthConv``): 1.8x more multiplications, but dense ones.
 
 Both are algebra on the trained weights, checked against the original in tests/test_rewrite.py.
-Training keeps the plain network.
+Training keeps the plain weights; its up-sampling runs the first rewrite's arithmetic on them
+(nets/transformer.nearest_upsample_conv), with gradients through it.
 """
 from __future__ import annotations
 
@@ -22,11 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fststyle.nets.transformer import ConvLayer, TransformerNet, Upsample
-
-# the 3 taps of a conv over a nearest-2x-resized row, folded onto the 2 source pixels that
-# each output phase sees (after replicate padding): phase 0 sees (i-1, i, i), phase 1 (i, i, i+1)
-_FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+from fststyle.nets.transformer import ConvLayer, TransformerNet, Upsample, subpixel_kernels
 
 
 class SubPixelUpsample(nn.Module):
@@ -40,11 +37,8 @@ class SubPixelUpsample(nn.Module):
         super().__init__()
         conv: nn.Conv2d = layer.conv[1]
         cout, cin = conv.out_channels, conv.in_channels
-        w = conv.weight.detach()
-        fold = _FOLD.to(w).flip(0)  # depth-to-space slot s holds phase 1 - s
-        kernels = torch.einsum("sau,oiuv,tbv->ostiab", fold, w, fold)  # (cout, s, t, cin, 2, 2)
         self.conv = nn.Conv2d(cin, 4 * cout, 2)
-        self.conv.weight.data.copy_(kernels.reshape(4 * cout, cin, 2, 2))
+        self.conv.weight.data.copy_(subpixel_kernels(conv.weight.detach()))
         self.conv.bias.data.copy_(conv.bias.detach().repeat_interleave(4))
         self.post = nn.Sequential(*list(layer.conv)[2:])  # the same instance norm and ReLU modules
 

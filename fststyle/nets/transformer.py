@@ -132,9 +132,38 @@ class Upsample(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "nearest" and self.training and not torch.jit.is_scripting():
+            x = nearest_upsample_conv(x, self.conv[1])
+            for layer in list(self.conv)[2:]:  # the norm and ReLU
+                x = layer(x)
+            return x
         if self.mode != "transpose":
             x = resize2x(x, self.mode)
         return self.conv(x)
+
+
+# The 3 taps of a conv over a nearest-2x-resized row, folded onto the 2 source pixels that each output phase sees
+# (after replicate padding): phase 0 sees (i-1, i, i), phase 1 (i, i, i+1).
+NEAREST_FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
+def subpixel_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 conv's (cout, cin, 3, 3) weight over a nearest-2x-resized, reflect-padded input, as the equivalent
+    (4 * cout, cin, 2, 2) conv on the small, replicate-padded input: output channel 4 * o + 2 * s + t is output
+    channel o's depth-to-space slot (s, t). Differentiable: training takes its gradients through it."""
+    cout, cin = weight.shape[:2]
+    fold = NEAREST_FOLD.to(weight).flip(0)  # depth-to-space slot s holds phase 1 - s
+    return torch.einsum("sau,oiuv,tbv->ostiab", fold, weight, fold).reshape(4 * cout, cin, 2, 2)
+
+
+def nearest_upsample_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(reflect_pad(resize2x(x, "nearest")))`` computed on the small image: 2.25x fewer multiplications and
+    no resized copy (the same function; in fp32 equal to float rounding). Training uses it; inference has
+    infer/rewrite.SubPixelUpsample, its exported form."""
+    with torch.autocast(x.device.type, enabled=False):  # autocast would pad in fp32 (see ReflectionPad)
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    y = F.conv2d(x, subpixel_kernels(conv.weight), conv.bias.repeat_interleave(4))
+    return F.pixel_shuffle(y, 2)[:, :, 1:-1, 1:-1]
 
 
 def resize2x(x: torch.Tensor, mode: str) -> torch.Tensor:
