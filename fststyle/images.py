@@ -73,7 +73,8 @@ def read_array(path, size: int | None = None):
 
 def load_image(path, size: int | None = None):
     """RGB [0, 1] tensor (1, 3, H, W), upright and in sRGB; ``size`` sets the long side, keeping the aspect ratio."""
-    import torchvision.transforms.functional as TF
+    import numpy as np
+    import torch  # not torchvision: its import pulls in torch._dynamo, seconds of every start-up
 
     from fststyle.errors import UserError
 
@@ -81,7 +82,8 @@ def load_image(path, size: int | None = None):
         image = open_rgb(path)
     except Exception as e:  # noqa: BLE001 - unreadable pictures fail in many ways
         raise UserError(f"cannot read image {str(path)!r}: {e}") from None
-    return TF.to_tensor(fit_long_side(image, size)).unsqueeze(0)
+    pixels = np.array(fit_long_side(image, size), dtype=np.uint8)  # (H, W, 3), a copy torch may own
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous().float().div(255).unsqueeze(0)
 
 
 def to_pil(picture) -> Image.Image:

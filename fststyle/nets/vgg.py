@@ -63,6 +63,22 @@ def layer_names(network: str) -> list[str]:
     return names
 
 
+def vgg_features(network: str) -> nn.Sequential:
+    """``torchvision.models.<network>().features`` (the same modules, indices and initialisation), built here:
+    importing torchvision.models imports torch._dynamo through torchvision.ops, seconds of every start-up."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for width, convs in zip((64, 128, 256, 512, 512), _CFG[network]):
+        for _ in range(convs):
+            conv = nn.Conv2d(channels, width, kernel_size=3, padding=1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU(inplace=True)]
+            channels = width
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
 def _load_state_dict(network: str, weights: str) -> dict[str, torch.Tensor] | None:
     if weights == "random":
         return None
@@ -147,9 +163,7 @@ class LossNetwork(nn.Module):
         self.network, self.weights, self.pooling = network, weights, pooling
         self.preprocessing = PREPROCESSING[preprocessing]
 
-        import torchvision
-
-        features = getattr(torchvision.models, network)(weights=None).features
+        features = vgg_features(network)
         if state is None:
             state = _load_state_dict(network, weights)
         if state is not None:
