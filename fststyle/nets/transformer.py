@@ -158,7 +158,7 @@ def subpixel_kernels(weight: torch.Tensor) -> torch.Tensor:
 
 def nearest_upsample_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``conv(reflect_pad(resize2x(x, "nearest")))`` computed on the small image: 2.25x fewer multiplications and
-    no resized copy (the same function; in fp32 equal to float rounding). Training uses it; inference has
+    no resized copy (the same function, equal up to float rounding). Training uses it; inference has
     infer/rewrite.SubPixelUpsample, its exported form."""
     with torch.autocast(x.device.type, enabled=False):  # autocast would pad in fp32 (see ReflectionPad)
         x = F.pad(x, (1, 1, 1, 1), mode="replicate")

@@ -64,7 +64,7 @@ def layer_names(network: str) -> list[str]:
 
 
 def vgg_features(network: str) -> nn.Sequential:
-    """``torchvision.models.<network>().features`` (the same modules, indices and initialisation), built here:
+    """``torchvision.models.<network>().features`` (the same modules, indices and initialisation scheme), built here:
     importing torchvision.models imports torch._dynamo through torchvision.ops, seconds of every start-up."""
     layers: list[nn.Module] = []
     channels = 3
