@@ -405,14 +405,19 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         with torch.no_grad(), autocast():
             return module.loss.content_features(module.loss_layout(x, x)[1])
 
-    optimizer = torch.optim.Adam(module.transformer.parameters(), 1e-3)
+    def training_step(trained):
+        """One whole step (forward, loss, backward, Adam) of ``trained``'s transformer, as the module's training_step."""
+        optimizer = torch.optim.Adam(trained.transformer.parameters(), 1e-3)
 
-    def f_full():
-        optimizer.zero_grad()
-        with autocast():
-            losses = module.step_losses(x)
-        losses["total"].backward()
-        optimizer.step()
+        def step():
+            optimizer.zero_grad()
+            with autocast():
+                losses = trained.step_losses(x)
+            losses["total"].backward()
+            optimizer.step()
+        return step
+
+    f_full = training_step(module)
 
     # The same step as the transformer ran it before two exact changes, to show each one in this run: its nearest
     # up-sampling as resize + pad + 3x3 conv (eval mode picks that path; instance norm has no running statistics,
@@ -425,15 +430,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
             for name, child in parent.named_children():
                 if fp32_padding and isinstance(child, ReflectionPad):
                     setattr(parent, name, nn.ReflectionPad2d(child.padding))
-        optimizer_ = torch.optim.Adam(clone.transformer.parameters(), 1e-3)
-
-        def step():
-            optimizer_.zero_grad()
-            with autocast():
-                losses = clone.step_losses(x)
-            losses["total"].backward()
-            optimizer_.step()
-        return step
+        return training_step(clone)
 
     rows = [
         ("baseline", "transformer forward", b_transformer),
