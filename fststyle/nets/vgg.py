@@ -26,6 +26,7 @@ _CFG = {  # convs per block
     "vgg16": [2, 2, 3, 3, 3],
     "vgg19": [2, 2, 4, 4, 4],
 }
+WIDTHS = (64, 128, 256, 512, 512)  # feature channels of blocks 1-5, either network
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def vgg_features(network: str) -> nn.Sequential:
     importing torchvision.models imports torch._dynamo through torchvision.ops, seconds of every start-up."""
     layers: list[nn.Module] = []
     channels = 3
-    for width, convs in zip((64, 128, 256, 512, 512), _CFG[network]):
+    for width, convs in zip(WIDTHS, _CFG[network]):
         for _ in range(convs):
             conv = nn.Conv2d(channels, width, kernel_size=3, padding=1)
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
@@ -192,7 +193,7 @@ class LossNetwork(nn.Module):
     def channels(layer: str) -> int:
         """Feature channels at a layer: 64, 128, 256, 512, 512 for blocks 1-5 of either VGG."""
         block = int(layer.removeprefix("conv").removeprefix("relu").removeprefix("pool").split("_")[0])
-        return (64, 128, 256, 512, 512)[block - 1]
+        return WIDTHS[block - 1]
 
     def train(self, mode: bool = True) -> "LossNetwork":
         return super().train(False)  # always frozen
