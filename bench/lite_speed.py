@@ -2,7 +2,9 @@
 
 A 640x480 clip (a photo panned across 48 frames) goes through ``stylize_video`` with the engine
 infer.py would build (default backend and precision), each network timed round-robin (bench/timing.py),
-best of --repeats. The ratio lite / full is the real-time issue's target (>= 5x).
+best of --repeats. The ratio lite / full is the real-time issue's target (>= 5x). A second column times the
+networks alone on the clip's decoded frames (one frame a call, as the video path runs them), so what the codec
+costs is visible beside what the network costs.
 
     python bench/lite_speed.py                                  # the zoo's starry_night and starry_night_lite
     python bench/lite_speed.py --full FILE --lite FILE           # any two style files
@@ -37,6 +39,8 @@ CANDIDATES = {
     "c16 3R k9": {"base_channels": 16, "residual_blocks": 3},
     "c12 3R k5": {"base_channels": 12, "residual_blocks": 3, "end_kernel": 5},
     "c8 3R k5": {"base_channels": 8, "residual_blocks": 3, "end_kernel": 5},
+    "c8 2R k3": {"base_channels": 8, "residual_blocks": 2, "end_kernel": 3},
+    "c16 1R k3": {"base_channels": 16, "residual_blocks": 1, "end_kernel": 3},
 }
 
 
@@ -57,6 +61,13 @@ def make_clip(path: Path, width: int, height: int, frames: int) -> Path:
             sink.mux(stream.encode(frame))
         sink.mux(stream.encode(None))
     return path
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as source:
+        return [frame.to_ndarray(format="rgb24") for frame in source.decode(video=0)]
 
 
 def random_style_file(architecture: dict, path: Path) -> Path:
@@ -97,13 +108,20 @@ def main():
             return lambda: stylize_video(clip, work / f"{abs(hash(name))}.mp4", engine, progress=False)
 
         seconds = best_of_each({name: runner(name, e) for name, e in engines.items()}, args.repeats)
+        frames = decoded_frames(clip)
+
+        def network_only(engine: Engine):
+            return lambda: [engine(frame[None]) for frame in frames]
+
+        network = best_of_each({name: network_only(e) for name, e in engines.items()}, args.repeats)
         backend = next(iter(engines.values()))
-        print(f"{width}x{height} video, {args.frames} frames, decode + stylize + encode, {backend.backend} {backend.precision}, "
-              f"best of {args.repeats}:")
-        base = args.frames / seconds[next(iter(seconds))]
-        for name, s in seconds.items():
-            fps = args.frames / s
-            print(f"  {name:44s} {fps:7.2f} frames/s  {fps / base:5.2f}x the first")
+        print(f"{width}x{height} video, {args.frames} frames, {backend.backend} {backend.precision}, best of {args.repeats}:")
+        print(f"  {'':44s} {'decode + stylize + encode':>30s} {'network alone':>24s}")
+        first = next(iter(seconds))
+        for name in seconds:
+            fps, alone = args.frames / seconds[name], args.frames / network[name]
+            print(f"  {name:44s} {fps:8.2f} frames/s {seconds[first] / seconds[name]:5.2f}x the first "
+                  f"{alone:8.2f} frames/s {network[first] / network[name]:5.2f}x")
 
 
 if __name__ == "__main__":

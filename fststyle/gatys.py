@@ -108,6 +108,10 @@ def optimize_image(
     device = content.device
     dtype = None if settings.precision == "fp32" else torch_dtype(settings.precision)
 
+    # bf16/fp16 convolutions run channels_last, fp32 ones NCHW: each layout's fastest oneDNN path (bench/timing.py
+    # conv_rate); the image itself stays NCHW, which L-BFGS flattens
+    layout = torch.contiguous_format if dtype is None else torch.channels_last
+
     def vgg_precision():
         return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
@@ -128,7 +132,7 @@ def optimize_image(
         style_image = resize_long_side(style, style_long).to(device)
         loss.set_style(style_image)
         with vgg_precision():
-            content_targets = loss.content_features(target)
+            content_targets = loss.content_features(target.contiguous(memory_format=layout))
         if image is None:
             image = initial_image(settings.init, target, style_image, settings.seed)
         else:  # coarse to fine: the previous pass's result, upsampled
@@ -146,7 +150,7 @@ def optimize_image(
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
             with vgg_precision():
-                losses = loss(image, content_targets=content_targets)
+                losses = loss(image.contiguous(memory_format=layout), content_targets=content_targets)
             losses["total"].backward()
             last.update({k: v.detach() for k, v in losses.items()})
             return losses["total"]

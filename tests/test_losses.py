@@ -24,6 +24,29 @@ def test_gram_is_independent_of_image_size():
     assert torch.allclose(gram_matrix(f), gram_matrix(f.repeat(1, 1, 3, 3)), atol=1e-6)
 
 
+def test_gram_gradient_is_autograds_in_either_layout_and_keeps_the_layout():
+    """GramProduct's one-product backward against autograd's own bmm backward, on NCHW and NHWC features."""
+    torch.manual_seed(0)
+    weights = torch.randn(2, 6, 6, dtype=torch.float64)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        f = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+        flat = f.reshape(2, 6, 35)
+        by_autograd = torch.autograd.grad((torch.bmm(flat, flat.transpose(1, 2)) / (6 * 35) * weights).sum(), f)[0]
+        ours = torch.autograd.grad((gram_matrix(f).double() * weights).sum(), f)[0]
+        assert torch.allclose(ours, by_autograd, rtol=1e-5, atol=1e-7)
+        assert ours.is_contiguous(memory_format=layout)
+
+
+def test_gram_of_bf16_features_is_fp32_and_its_gradient_bf16():
+    f = torch.randn(2, 8, 6, 6).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = gram_matrix(f)
+    assert g.dtype == torch.float32
+    g.sum().backward()
+    assert f.grad.dtype == torch.bfloat16
+    expected = gram_matrix(f.detach().float())
+    assert torch.allclose(g, expected, rtol=2e-2, atol=1e-3)
+
+
 def test_content_and_style_loss_by_hand():
     a, b = torch.zeros(1, 1, 2, 2), torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
     assert content_loss(a, b).item() == (1 + 4 + 9 + 16) / 4

@@ -3,8 +3,8 @@
 By default (``normalization="mse"``) every term is a mean over elements and Gram matrices are
 divided by C*H*W, so a loss weight means the same at any image size (Johnson et al.'s
 normalisation). ``normalization="paper"`` uses Gatys et al.'s sums instead (eqs. 1 and 4):
-½Σ(F-P)² for content and 1/(4N²M²)Σ(G-A)² per style layer, per image. Grams and reductions are
-done in fp32 even under autocast: bf16 sums over H*W lose too many digits.
+½Σ(F-P)² for content and 1/(4N²M²)Σ(G-A)² per style layer, per image. Grams come out in fp32 and every
+reduction is done in fp32 even under autocast: bf16 sums over H*W lose too many digits.
 """
 from __future__ import annotations
 
@@ -18,15 +18,36 @@ from fststyle.errors import UserError
 from fststyle.nets.vgg import LossNetwork
 
 
+class GramProduct(torch.autograd.Function):
+    """X Xᵀ for X (N, C, M), whose gradient (dG + dGᵀ) X is one product in X's own layout.
+
+    Autograd's backward of ``bmm(X, Xᵀ)`` makes two products, one of them transposed, and adds them through a
+    strided copy; on the CPU that took as long as the VGG's convolutions in the Gram layers (docs/BENCHMARKS.md).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.bmm(x, x.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        symmetric = (grad + grad.transpose(1, 2)).to(x.dtype)
+        if x.transpose(1, 2).is_contiguous():  # X is an NHWC buffer seen as (N, C, M): dXᵀ = Xᵀ (dG + dGᵀ)
+            return torch.bmm(x.transpose(1, 2), symmetric).transpose(1, 2)
+        return torch.bmm(symmetric, x)
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, C), normalised by C*H*W."""
+    """(N, C, H, W) -> (N, C, C) in fp32, normalised by C*H*W. The product runs in the features' dtype (bf16
+    under autocast, accumulated in fp32 by the BLAS), so a bf16 step casts nothing."""
     n, c, h, w = features.shape
-    f = features.float()
-    if f.is_contiguous(memory_format=torch.channels_last) and not f.is_contiguous():
-        f = f.permute(0, 2, 3, 1).reshape(n, h * w, c)  # NHWC: a view, no copy
-        return torch.bmm(f.transpose(1, 2), f) / (c * h * w)
-    f = f.reshape(n, c, h * w)
-    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+        x = features.permute(0, 2, 3, 1).reshape(n, h * w, c).transpose(1, 2)  # NHWC seen as (N, C, M): a view
+    else:
+        x = features.reshape(n, c, h * w)
+    return GramProduct.apply(x).float() / (c * h * w)
 
 
 def channel_mean(features: torch.Tensor) -> torch.Tensor:
