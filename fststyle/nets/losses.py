@@ -22,7 +22,7 @@ class GramProduct(torch.autograd.Function):
     """X Xᵀ for X (N, C, M), whose gradient (dG + dGᵀ) X is one product in X's own layout.
 
     Autograd's backward of ``bmm(X, Xᵀ)`` makes two products, one of them transposed, and adds them through a
-    strided copy; on the CPU that took as long as the VGG's convolutions in the Gram layers (docs/BENCHMARKS.md).
+    strided copy, which on the CPU cost more than the products themselves (docs/BENCHMARKS.md).
     """
 
     @staticmethod
