@@ -27,7 +27,7 @@ from timing import best_of_each  # noqa: E402 - bench/timing.py
 
 from fststyle.hardware import machine_summary  # noqa: E402
 from fststyle.infer.engine import Engine, InferSettings  # noqa: E402
-from fststyle.infer.video import stylize_video  # noqa: E402
+from fststyle.infer.video import read_frames, stylize_video  # noqa: E402
 
 PHOTO = ROOT.parent / "shared" / "content" / "chicago.jpg"
 # Shapes tried for conf/model/lite.yaml (TransformerConfig fields); the full network is the first.
@@ -61,13 +61,6 @@ def make_clip(path: Path, width: int, height: int, frames: int) -> Path:
             sink.mux(stream.encode(frame))
         sink.mux(stream.encode(None))
     return path
-
-
-def decoded_frames(path: Path) -> list[np.ndarray]:
-    import av
-
-    with av.open(str(path)) as source:
-        return [frame.to_ndarray(format="rgb24") for frame in source.decode(video=0)]
 
 
 def random_style_file(architecture: dict, path: Path) -> Path:
@@ -108,7 +101,7 @@ def main():
             return lambda: stylize_video(clip, work / f"{abs(hash(name))}.mp4", engine, progress=False)
 
         seconds = best_of_each({name: runner(name, e) for name, e in engines.items()}, args.repeats)
-        frames = decoded_frames(clip)
+        frames = read_frames(clip, limit=args.frames)
 
         def network_only(engine: Engine):
             return lambda: [engine(frame[None]) for frame in frames]

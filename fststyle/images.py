@@ -73,17 +73,15 @@ def read_array(path, size: int | None = None):
 
 def load_image(path, size: int | None = None):
     """RGB [0, 1] tensor (1, 3, H, W), upright and in sRGB; ``size`` sets the long side, keeping the aspect ratio."""
-    import numpy as np
     import torch  # not torchvision: its import pulls in torch._dynamo, seconds of every start-up
 
     from fststyle.errors import UserError
 
     try:
-        image = open_rgb(path)
+        pixels = read_array(path, size)
     except Exception as e:  # noqa: BLE001 - unreadable pictures fail in many ways
         raise UserError(f"cannot read image {str(path)!r}: {e}") from None
-    pixels = np.array(fit_long_side(image, size), dtype=np.uint8)  # (H, W, 3), a copy torch may own
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous().float().div(255).unsqueeze(0)
+    return torch.tensor(pixels).permute(2, 0, 1).contiguous().float().div(255).unsqueeze(0)
 
 
 def to_pil(picture) -> Image.Image:
