@@ -73,15 +73,13 @@ def read_array(path, size: int | None = None):
 
 def load_image(path, size: int | None = None):
     """RGB [0, 1] tensor (1, 3, H, W), upright and in sRGB; ``size`` sets the long side, keeping the aspect ratio."""
-    import torch  # not torchvision: its import pulls in torch._dynamo, seconds of every start-up
-
     from fststyle.errors import UserError
 
     try:
-        pixels = read_array(path, size)
+        image = fit_long_side(open_rgb(path), size)
     except Exception as e:  # noqa: BLE001 - unreadable pictures fail in many ways
         raise UserError(f"cannot read image {str(path)!r}: {e}") from None
-    return torch.tensor(pixels).permute(2, 0, 1).contiguous().float().div(255).unsqueeze(0)
+    return from_pil(image).contiguous()
 
 
 def to_pil(picture) -> Image.Image:
