@@ -34,13 +34,12 @@ PHOTO = ROOT.parent / "shared" / "content" / "chicago.jpg"
 CANDIDATES = {
     "full (johnson)": {},
     "lite: c16 2R k3 (conf/model/lite.yaml)": {"base_channels": 16, "residual_blocks": 2, "end_kernel": 3},
-    "c16 3R k5": {"base_channels": 16, "residual_blocks": 3, "end_kernel": 5},
-    "c16 5R k9": {"base_channels": 16, "residual_blocks": 5},
-    "c16 3R k9": {"base_channels": 16, "residual_blocks": 3},
-    "c12 3R k5": {"base_channels": 12, "residual_blocks": 3, "end_kernel": 5},
     "c8 3R k5": {"base_channels": 8, "residual_blocks": 3, "end_kernel": 5},
-    "c8 2R k3": {"base_channels": 8, "residual_blocks": 2, "end_kernel": 3},
     "c16 1R k3": {"base_channels": 16, "residual_blocks": 1, "end_kernel": 3},
+    "2x2 blocks: c16 2R k3": {"base_channels": 16, "residual_blocks": 2, "end_kernel": 3, "block": 2},
+    "2x2 blocks: c16 2R k3 skips": {"base_channels": 16, "residual_blocks": 2, "end_kernel": 3, "block": 2, "skips": True},
+    "2x2 blocks: c16 5R k3": {"base_channels": 16, "residual_blocks": 5, "end_kernel": 3, "block": 2},
+    "2x2 blocks: c32 3R k3": {"base_channels": 32, "residual_blocks": 3, "end_kernel": 3, "block": 2},
 }
 
 

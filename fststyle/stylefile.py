@@ -25,7 +25,7 @@ FORMAT = "fststyle.transformer/1"
 HEADER_LIMIT = 100_000_000  # bytes of JSON header a file may claim; safetensors' own limit
 
 # What a style file may ask for: far beyond any network worth shipping, far below what would take the machine.
-ARCHITECTURE_BOUNDS = {"base_channels": (1, 1024), "residual_blocks": (0, 64), "styles": (1, 10_000), "end_kernel": (1, 15)}
+ARCHITECTURE_BOUNDS = {"base_channels": (1, 1024), "residual_blocks": (0, 64), "styles": (1, 10_000), "end_kernel": (1, 15), "block": (1, 8)}
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,8 @@ def check_architecture(architecture, source: Path) -> "TransformerConfig":
         value = getattr(config, key)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise UserError(f"{source}: architecture {key}={value!r:.50} is not a whole number in {low}..{high}")
+    if not isinstance(config.skips, bool):
+        raise UserError(f"{source}: architecture skips={config.skips!r:.50} is not true or false")
     if config.end_kernel % 2 == 0:
         raise UserError(f"{source}: architecture end_kernel={config.end_kernel} is not odd")
     if config.upsample not in UPSAMPLE_MODES:

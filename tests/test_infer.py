@@ -53,6 +53,19 @@ def test_image_every_backend_agrees_with_the_api(tmp_path, style_file, backend):
     assert np.abs(out.astype(int) - expected).max() <= 1
 
 
+@pytest.mark.parametrize("backend", ["openvino", "torch"])
+@pytest.mark.parametrize("block", [1, 2])
+def test_an_image_a_few_pixels_wide_is_stylized(tmp_path, backend, block):
+    """Narrower than the network's strided layers need (5x3, 1x1): painted edge-padded, cropped back, no traceback."""
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1, end_kernel=3, block=block))
+    ckpt = export_transformer(net, tmp_path / "s.safetensors", {"name": "s"})
+    for size in ((5, 3), (1, 1), (40, 9)):
+        src = picture(tmp_path / f"{size[0]}x{size[1]}.png", size)
+        infer(f"ckpt={ckpt}", f"input={src}", f"output={tmp_path / 'out' / src.name}", f"backend={backend}")
+        assert Image.open(tmp_path / "out" / src.name).size == size
+
+
 def test_cpu_default_is_openvino(tmp_path, style_file, capsys):
     src = picture(tmp_path / "in.png")
     infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'o.png'}", "device=cpu", "preserve_color=true", "strength=0.5")

@@ -44,6 +44,26 @@ def test_tiled_matches_untiled_with_bilinear_upsampling():
     assert mae < 2 / 255, mae * 255
 
 
+@pytest.mark.parametrize("skips", [False, True])
+def test_tiled_matches_untiled_on_2x2_blocks(skips):
+    """The lite network runs on 2x2 pixel blocks: its tiles are tiles of the space-to-depth image, 8-px aligned.
+    With skips the encoder's outputs are needed whole by the decoder: the statistics passes run the whole network."""
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(base_channels=16, residual_blocks=2, end_kernel=3, block=2, skips=skips)).eval()
+    for p in net.parameters():
+        p.data += 0.05 * torch.randn_like(p)  # away from the initial norms' (1, 0), as after training
+    image = smooth_photo(176, 250)
+    untiled = Stylizer(net)(image)
+    tiled = Stylizer(net, tile=128, overlap=64)(image)
+    assert tiled.shape == untiled.shape == image.shape
+    mae = (tiled - untiled).abs().mean().item()
+    assert mae < 2 / 255, mae * 255
+    naive = torch.cat([Stylizer(net)(image[..., :, :128]), Stylizer(net)(image[..., :, 128:])], dim=-1)
+    assert (naive - untiled).abs().mean().item() > 3 * mae
+    downscaled = Stylizer(net, tile=128, overlap=64, tile_stats="downscaled")(image)
+    assert downscaled.shape == image.shape
+
+
 def test_downscaled_stats_option_runs(net):
     out = Stylizer(net, tile=128, overlap=64, tile_stats="downscaled")(smooth_photo(150, 181))
     assert out.shape == (1, 3, 150, 181) and 0 <= out.min() and out.max() <= 1

@@ -77,3 +77,14 @@ def test_torchscript_compiles_it():
     x = torch.rand(1, 3, 30, 45)
     with torch.no_grad():
         assert (scripted(x) - AlignedTransformer(net)(x)).abs().max() < 1e-6
+
+
+def test_a_network_on_2x2_blocks_is_padded_to_its_stride_and_scripts():
+    net = faster_equivalent(trained_like(TransformerConfig(base_channels=8, residual_blocks=1, end_kernel=3, block=2)))
+    aligned = AlignedTransformer(net)
+    assert aligned.align == 8
+    x = torch.rand(1, 3, 30, 45)
+    padded = torch.nn.functional.pad(x, (0, 3, 0, 2), mode="reflect")
+    with torch.no_grad():
+        assert (aligned(x) - net(padded)[:, :, :30, :45]).abs().max() < 1e-6
+        assert (torch.jit.script(aligned)(x) - aligned(x)).abs().max() < 1e-6

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fststyle.errors import UserError
 from fststyle.nets.transformer import ReflectionPad, TransformerConfig, TransformerNet
@@ -79,3 +80,45 @@ def test_training_upsampling_is_the_same_function_with_the_same_gradients():
     assert torch.allclose(fast, plain, atol=1e-6)
     for a, b in zip(fast_grads, plain_grads):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)  # fp32 sums in another order
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 67, 45), (1, 3, 27, 21)])
+@pytest.mark.parametrize("skips", [False, True])
+def test_a_network_on_2x2_blocks_keeps_every_size_in_training_and_inference(shape, skips):
+    net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1, end_kernel=3, block=2, skips=skips))
+    assert net.encoder[0][1].in_channels == 12 and net.decoder[-1][1].out_channels == 12  # 2x2 RGB pixels a position
+    for training in (True, False):
+        y = net.train(training)(torch.rand(shape))
+        assert y.shape == shape and y.min() >= 0 and y.max() <= 1
+
+
+def test_a_network_on_2x2_blocks_is_its_layers_between_space_to_depth_and_back():
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1, end_kernel=3, block=2)).eval()
+    x = torch.rand(1, 3, 32, 48)
+    by_hand = (torch.tanh(F.pixel_shuffle(net.on_blocks(F.pixel_unshuffle(x, 2)), 2) / 10) + 1) / 2
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), by_hand)
+    # the lattice the training loss watches is the network's whole stride
+    assert net.config.stride == 8 and TransformerNet().config.stride == 4
+
+
+def test_skips_add_each_encoder_output_to_the_decoder_at_its_resolution():
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1, skips=True)).eval()
+    x = torch.rand(1, 3, 32, 40)
+    with torch.no_grad():
+        first = net.encoder[0](x)
+        half = net.encoder[1](first)
+        y = net.decoder[1](net.decoder[0](net.residuals(net.encoder[2](half))) + half)
+        torch.testing.assert_close(net(x), (torch.tanh(net.decoder[2](y + first) / 10) + 1) / 2)
+        net.skips = False  # the same weights without the skips paint something else
+        assert (net(x) - (torch.tanh(net.decoder[2](y + first) / 10) + 1) / 2).abs().max() > 1e-3
+
+
+def test_block_is_left_out_of_the_plain_networks_record():
+    """Files of Johnson's network (block=1, no skips) keep the architecture record they always had."""
+    assert "block" not in TransformerConfig().to_dict() and "skips" not in TransformerConfig().to_dict()
+    assert TransformerConfig(block=2).to_dict()["block"] == 2 and TransformerConfig(skips=True).to_dict()["skips"] is True
+    with pytest.raises(UserError, match="block"):
+        TransformerNet(TransformerConfig(block=0))

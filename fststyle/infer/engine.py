@@ -19,7 +19,8 @@ BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 RUNTIMES = ("openvino", "onnxruntime")  # ONNX runtimes on the CPU, fastest first (bench/infer_speed.py)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TILE_STATS = ("exact", "downscaled")
-MIN_SIZE = 16  # pixels: the network down-samples by 4 and pads by reflection, which needs a few pixels
+MIN_SIZE = 16  # pixels: the network down-samples by 4 (8 on 2x2 blocks) and pads by reflection, which needs a few
+# pixels a side: size= is at least this, and a narrower image is painted edge-padded to it
 # tile=auto: (largest pixel count stylized whole, tile side). Exact statistics in tiles cost several times
 # the compute of one pass, so only images too big for memory are tiled: OpenVINO runs a 4K frame whole in
 # less memory than PyTorch's tiles (docs/BENCHMARKS.md), PyTorch on the CPU tiles above 4 MP.
@@ -178,8 +179,13 @@ class Engine:
         return self._torch
 
     def __call__(self, batch):
+        """(N, H, W, 3) uint8 -> the same, stylized."""
         import numpy as np
 
+        h, w = batch.shape[1:3]
+        if min(h, w) < MIN_SIZE:
+            grow = ((0, 0), (0, max(0, MIN_SIZE - h)), (0, max(0, MIN_SIZE - w)), (0, 0))
+            return self(np.pad(batch, grow, mode="edge"))[:, :h, :w]
         tiled = self.tiled(*batch.shape[1:3])
         if self.backend in RUNTIMES and not tiled:
             images = np.empty((batch.shape[0], 3, *batch.shape[1:3]), np.float32)  # NCHW in one pass over the frame

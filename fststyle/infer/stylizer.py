@@ -24,7 +24,7 @@ from fststyle.stylefile import StyleMeta, load_transformer
 
 
 class AlignedTransformer(nn.Module):
-    """The transformer on any H, W: reflection-pad to a multiple of 4, stylize, crop.
+    """The transformer on any H, W: reflection-pad to a multiple of its stride (4, or 8 on 2x2 blocks), stylize, crop.
 
     The two stride-2 convolutions then see a whole pixel grid, so the plain network, the tiled
     path and the exported ONNX graph (where this padding is traced with dynamic shapes) all
@@ -34,11 +34,17 @@ class AlignedTransformer(nn.Module):
     def __init__(self, transformer: nn.Module):
         super().__init__()
         self.transformer = transformer
+        self.align = alignment(transformer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
-        x = F.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="reflect")  # 4 = tiling.ALIGN (TorchScript wants a literal)
+        x = F.pad(x, (0, (-w) % self.align, 0, (-h) % self.align), mode="reflect")
         return self.transformer(x)[:, :, :h, :w]
+
+
+def alignment(transformer: nn.Module) -> int:
+    """The multiple of pixels an image side needs for the network's grid (tiling.ALIGN per block)."""
+    return ALIGN * transformer.config.block if isinstance(transformer, TransformerNet) else ALIGN
 
 
 class Stylizer:
@@ -97,7 +103,8 @@ class Stylizer:
         if tiled is None:
             tiled = bool(self.tile) and max(h, w) > self.tile
         if tiled:
-            padded = F.pad(content, (0, (-w) % ALIGN, 0, (-h) % ALIGN), mode="reflect").to(self.dtype)
+            align = self.net.align
+            padded = F.pad(content, (0, (-w) % align, 0, (-h) % align), mode="reflect").to(self.dtype)
             out = stylize_tiled(self.net.transformer, padded, self.tile, self.overlap, self.tile_stats)[:, :, :h, :w]
         else:
             x = images.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)

@@ -139,7 +139,7 @@ def downscaled(image: torch.Tensor, long_side: int) -> torch.Tensor:
 
 
 def stylize_tiled(net: nn.Module, image: torch.Tensor, tile: int = 1024, overlap: int = 128, stats: str = "exact") -> torch.Tensor:
-    """``net(image)`` for an (N, 3, H, W) image with H, W multiples of 4, computed ``tile`` pixels at a time.
+    """``net(image)`` for an (N, 3, H, W) image with H, W multiples of 4 (8 on 2x2 blocks), computed ``tile`` pixels at a time.
 
     The output stays on the CPU in float32 (a 4K image is 100 MB there; on the device it would be
     the memory we are trying to save).
@@ -149,11 +149,28 @@ def stylize_tiled(net: nn.Module, image: torch.Tensor, tile: int = 1024, overlap
     """
     if stats not in ("exact", "downscaled"):
         raise ValueError(f"stats must be 'exact' or 'downscaled', got {stats!r}")
+    block = net.config.block if isinstance(net, TransformerNet) else 1
+    if block > 1:  # tiles of the space-to-depth image, on which the layers run as a plain network
+        blocks = F.pixel_unshuffle(image, block)
+        out = stylize_tiled(OnBlocks(net), blocks, tile // block, overlap // block, stats)
+        return F.pixel_shuffle(out, block)
     tile = max(ALIGN * 16, tile // ALIGN * ALIGN)  # smaller tiles would be mostly overlap
     overlap = min(overlap // ALIGN * ALIGN, tile // 2)
-    if stats == "exact" and isinstance(net, TransformerNet):
+    if stats == "exact" and isinstance(net, (TransformerNet, OnBlocks)) and not net.skips:  # skips need the whole net
         return _exact_by_segments(net, image, tile, overlap)
     return run_tiles(net, image, tile, overlap, stats)
+
+
+class OnBlocks(nn.Module):
+    """A ``block > 1`` network as a plain one on its space-to-depth input: the same layers, no shuffles."""
+
+    def __init__(self, net: TransformerNet):
+        super().__init__()
+        self.encoder, self.residuals, self.decoder, self.skips = net.encoder, net.residuals, net.decoder, net.skips
+        self.net = [net]  # in a list: not a submodule, so each norm layer is found once
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return to_image(self.net[0].on_blocks(x))
 
 
 def _exact_by_segments(net: TransformerNet, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:

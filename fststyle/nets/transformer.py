@@ -2,6 +2,10 @@
 
 c9s1-32, d64, d128, 5 x R128, u64, u32, c9s1-3 (widths, block count and the 9x9 end kernels configurable:
 ``conf/model/lite.yaml`` is a network for video and the webcam, chosen by measured frame rate, docs/BENCHMARKS.md).
+With ``block=2`` the network runs on 2x2 pixel blocks (space-to-depth in, depth-to-space out, as in ESPCN's
+sub-pixel output): every layer at a quarter of the pixels, for the narrow lite layers that are bound by memory
+traffic at full resolution; ``skips`` adds U-Net skips, which such a network needs to keep the photo's detail.
+Measured as lite candidates and not adopted: faster, weaker painters (docs/QUALITY.md).
 Images are RGB in [0, 1] on both sides. The last conv is mapped to [0, 1] with
 ``(tanh(x / 10) + 1) / 2``: bounded, so the loss network never sees impossible pixels and the
 exported net needs no clamp. The 1/10 keeps the first Adam steps (every weight moves by ~lr)
@@ -33,9 +37,21 @@ class TransformerConfig:
     upsample: str = "nearest"       # "nearest" | "bilinear" (resize + conv) or "transpose" (fractionally strided conv)
     styles: int = 1                  # > 1: conditional instance norm, one scale/shift per style
     end_kernel: int = 9              # the first and last convolutions' kernel (odd): they run at full resolution
+    block: int = 1                   # pixels per side taken as one input position (space-to-depth); 1: Johnson's
+    skips: bool = False              # add each encoder layer's output to the decoder layer of its resolution (U-Net)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, ``block`` and ``skips`` left out at their defaults, so files of the plain network read as before."""
+        fields = asdict(self)
+        for key, plain in (("block", 1), ("skips", False)):
+            if fields[key] == plain:
+                del fields[key]
+        return fields
+
+    @property
+    def stride(self) -> int:
+        """Pixels per position at the residual blocks: image sizes that are multiples of it need no resizing."""
+        return 4 * self.block
 
 
 class ConditionalInstanceNorm2d(nn.Module):
@@ -176,17 +192,20 @@ class TransformerNet(nn.Module):
     def __init__(self, config: TransformerConfig | None = None):
         super().__init__()
         self.config = config = config or TransformerConfig()
-        c, s = config.base_channels, config.styles
+        c, s, pixels = config.base_channels, config.styles, 3 * config.block**2
         if s < 1:
             raise UserError(f"a transformer needs at least one style, got styles={s}")
+        if config.block < 1:
+            raise UserError(f"model.block must be a whole number >= 1, got {config.block}")
+        self.block, self.skips = config.block, config.skips  # plain values: TorchScript does not read the dataclass
         self.encoder = nn.Sequential(
-            ConvLayer(3, c, config.end_kernel, styles=s), ConvLayer(c, 2 * c, 3, 2, styles=s), ConvLayer(2 * c, 4 * c, 3, 2, styles=s)
+            ConvLayer(pixels, c, config.end_kernel, styles=s), ConvLayer(c, 2 * c, 3, 2, styles=s), ConvLayer(2 * c, 4 * c, 3, 2, styles=s)
         )
         self.residuals = nn.Sequential(*[ResidualBlock(4 * c, s) for _ in range(config.residual_blocks)])
         self.decoder = nn.Sequential(
             Upsample(4 * c, 2 * c, config.upsample, s),
             Upsample(2 * c, c, config.upsample, s),
-            ConvLayer(c, 3, config.end_kernel, norm=False, relu=False),
+            ConvLayer(c, pixels, config.end_kernel, norm=False, relu=False),
         )
 
     def conditional_norms(self) -> list[ConditionalInstanceNorm2d]:
@@ -217,11 +236,27 @@ class TransformerNet(nn.Module):
         return net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        if b == 1:
+            return to_image(self.on_blocks(x))
         h, w = x.shape[-2:]
-        y = self.decoder(self.residuals(self.encoder(x)))
+        x = F.pixel_unshuffle(F.pad(x, (0, (-w) % b, 0, (-h) % b), mode="replicate"), b)
+        return to_image(F.pixel_shuffle(self.on_blocks(x), b)[:, :, :h, :w])
+
+    def on_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers on space-to-depth input (plain pixels when block=1), before ``to_image``."""
+        h, w = x.shape[-2:]
+        if self.skips:
+            first = self.encoder[0](x)
+            half = self.encoder[1](first)
+            y = self.decoder[0](self.residuals(self.encoder[2](half)))
+            y = self.decoder[1](y[:, :, : half.shape[-2], : half.shape[-1]] + half)
+            y = self.decoder[2](y[:, :, :h, :w] + first)
+        else:
+            y = self.decoder(self.residuals(self.encoder(x)))
         if y.shape[-2:] != (h, w):  # odd sizes: strided convs round down, up-sampling doubles
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
-        return to_image(y)
+        return y
 
 
 def to_image(y: torch.Tensor) -> torch.Tensor:

@@ -184,7 +184,7 @@ class StyleTransferModule(pl.LightningModule):
         judged, reference = phase_crop(output, content, self.phase_jitter)
         losses = self.loss(*self.loss_layout(judged, reference), style_index=style_index)
         if self.lattice_weight > 0:
-            losses["lattice"] = self.lattice_weight * lattice_energy(output)
+            losses["lattice"] = self.lattice_weight * lattice_energy(output, period=self.transformer.config.stride)
             losses["total"] = losses["total"] + losses["lattice"]
         if self.stability["weight"] > 0:  # Gupta et al.: the same picture shifted and noisy paints the same
             term = self.stability["weight"] * stability_loss(

@@ -17,7 +17,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fststyle.cache import sha256_of
 from fststyle.config import expand_styles
-from fststyle.errors import UserError, number, whole_number
+from fststyle.errors import UserError, boolean, number, whole_number
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
 from fststyle.nets.transformer import TransformerConfig
 from fststyle.style import absolute_image, checksum_for, resolve_image
@@ -234,7 +234,7 @@ def fine_tune_base(spec: str, model: dict):
     net, meta = load_network(resolve_model(spec)[0])
     if net.config.styles != 1:
         raise UserError(f"init_from={spec}: a multi-style network; add styles to it with style=multi style.names=[NEW,...]")
-    have, wanted = net.config.to_dict(), TransformerConfig(**{**model, "styles": 1}).to_dict()  # what this run builds
+    have, wanted = vars(net.config), vars(TransformerConfig(**{**model, "styles": 1}))  # what this run builds
     differ = sorted(k for k in wanted if have[k] != wanted[k])
     if differ:
         raise UserError(f"init_from={spec}: its network differs from model= in {', '.join(differ)}")
@@ -309,6 +309,14 @@ def check_values(config: dict) -> None:
         whole_number("trainer.max_steps", steps, 1)
     whole_number("checkpoint_every", config.get("checkpoint_every"), 1)
     whole_number("seed", config.get("seed"), 0)
+    model = config.get("model") or {}
+    for key, low in (("base_channels", 1), ("residual_blocks", 0), ("end_kernel", 1), ("block", 1)):
+        if key in model:
+            whole_number(f"model.{key}", model[key], low)
+    if model.get("end_kernel", 1) % 2 == 0:
+        raise UserError(f"model.end_kernel must be odd, got {model['end_kernel']}")
+    if "skips" in model:
+        boolean("model.skips", model["skips"])
 
 
 def load_teacher(spec: str | None):
