@@ -43,8 +43,8 @@ class AlignedTransformer(nn.Module):
 
 
 def alignment(transformer: nn.Module) -> int:
-    """The multiple of pixels an image side needs for the network's grid (tiling.ALIGN per block)."""
-    return ALIGN * transformer.config.block if isinstance(transformer, TransformerNet) else ALIGN
+    """The multiple of pixels an image side needs for the network's grid: its stride."""
+    return transformer.config.stride if isinstance(transformer, TransformerNet) else ALIGN
 
 
 class Stylizer:

@@ -21,7 +21,14 @@ from fststyle.errors import UserError, boolean, number, whole_number
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
 from fststyle.nets.transformer import TransformerConfig
 from fststyle.style import absolute_image, checksum_for, resolve_image
-from fststyle.stylefile import check_replaceable, check_resumable, export_transformer, load_network, raw_header
+from fststyle.stylefile import (
+    ARCHITECTURE_BOUNDS,
+    check_replaceable,
+    check_resumable,
+    export_transformer,
+    load_network,
+    raw_header,
+)
 from fststyle.train.distributed import check_launch, scaled_optim
 from fststyle.train.module import StyleTransferModule
 from fststyle.train.safety import (
@@ -310,7 +317,7 @@ def check_values(config: dict) -> None:
     whole_number("checkpoint_every", config.get("checkpoint_every"), 1)
     whole_number("seed", config.get("seed"), 0)
     model = config.get("model") or {}
-    for key, low in (("base_channels", 1), ("residual_blocks", 0), ("end_kernel", 1), ("block", 1)):
+    for key, (low, _) in ARCHITECTURE_BOUNDS.items():  # the bounds a style file's architecture is held to
         if key in model:
             whole_number(f"model.{key}", model[key], low)
     if model.get("end_kernel", 1) % 2 == 0:
