@@ -54,6 +54,7 @@ def recipe(config: dict) -> str:
     scaled = "".join(f", {k} x{w:g}" for k, w in layers.items() if w != 1)
     balance = f", balance {style['balance']}" if style.get("balance", "johnson") != "johnson" else ""
     lattice = f", lattice_weight {loss['lattice_weight']:g}" if loss.get("lattice_weight") else ""
+    lattice += " tapered" if lattice and loss.get("lattice_taper") else ""
     teacher = f", distilled from {config['teacher']} (distill_weight {loss.get('distill_weight', 0):g})" if config.get("teacher") else ""
     start = config.get("init_from_record")
     start = f"; fine-tuned from a {start.get('steps')}-step network ({start.get('recipe')})" if start else ""

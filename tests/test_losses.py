@@ -172,6 +172,19 @@ def test_lattice_energy_sees_a_pattern_locked_to_the_4px_grid_and_not_random_tex
     assert weave.grad.abs().sum() > 0
 
 
+def test_tapered_lattice_energy_ignores_a_smooth_gradient_that_flat_means_read_as_a_grid():
+    from fststyle.nets.losses import lattice_energy
+
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 1, 128).view(1, 1, 1, 128).expand(1, 3, 128, 128)  # a sky's gradient
+    tile = torch.rand(1, 3, 4, 4) * 0.2
+    weave = tile.repeat(1, 1, 32, 32)
+    tapered = lattice_energy(weave, taper=True).item()
+    assert abs(tapered - lattice_energy(weave).item()) / tapered < 0.05  # a true grid reads the same
+    assert lattice_energy(ramp, taper=True).item() < lattice_energy(ramp).item() / 1000  # the gradient does not
+    assert abs(lattice_energy(weave[..., 1:, 3:], taper=True).item() - tapered) / tapered < 0.2  # any phase
+
+
 def test_lattice_energy_of_an_image_smaller_than_one_block_is_zero_not_nan():
     from fststyle.nets.losses import lattice_energy
 

@@ -6,6 +6,11 @@ style image at the same scale. A weave is also *regular*: its energy sits in a f
 than spread over the band, so the second number is the band's peakiness (its strongest 0.1% of
 frequencies against the band's median), again relative to the style image's. Above 1: more fine
 (or more periodic) energy than the painting has.
+
+The peakiness also rises when an output paints the photo's own periodic structure (a skyline's window
+columns) harder, or smooths the rest of the band. ``grid_lines`` looks only where a pattern locked to the
+network's stride puts its energy: the spectral lines at multiples of 1/stride cycles/px, each against the
+ring of frequencies around it, where a photo or a painted texture spreads its energy smoothly.
 """
 from __future__ import annotations
 
@@ -49,3 +54,36 @@ class WeaveMeter:
         """(energy ratio, peakiness ratio) of one stylized image against the style image."""
         share, peaks = band_stats(image)
         return share / max(self.style_share, 1e-20), peaks / max(self.style_peaks, 1e-20)
+
+
+GRID_LINE = 1 / 64  # cycles/px: a line's disc (a pattern locked to the grid but bent by the picture stays in it)
+GRID_RING = (3 / 64, 5 / 64)  # the ring around it that gives the local level
+
+
+def grid_lines(image: torch.Tensor, stride: int = 4) -> list[float]:
+    """Energy above the local level on each spectral line of a ``stride``-px grid (the mean left out), as a share
+    of the image's energy at ``PERIODS``: luma of a [0, 1] (3, H, W) image."""
+    power, period = _spectrum(image)
+    h, w = image.shape[-2:]
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    band = power[(period >= PERIODS[0]) & (period <= PERIODS[1])].sum().clamp_min(1e-20)
+    shares = []
+    for a in range(stride):
+        for b in range(stride // 2 + 1):
+            if a == b == 0 or (b in (0, stride / 2) and a > stride / 2):  # the mean, and mirror images of lines
+                continue
+            dy = (fy - a / stride + 0.5) % 1 - 0.5
+            distance = (dy.pow(2) + (fx - b / stride).pow(2)).sqrt()
+            line, ring = power[distance < GRID_LINE], power[(distance >= GRID_RING[0]) & (distance < GRID_RING[1])]
+            if line.numel() == 0 or ring.numel() == 0:  # too small an image to resolve the line
+                shares.append(0.0)
+                continue
+            shares.append(float((line - ring.mean()).clamp_min(0).sum() / band))
+    return shares
+
+
+def grid_added(output: torch.Tensor, photo: torch.Tensor, stride: int = 4) -> float:
+    """Percent of the output's fine band that sits on the grid's lines beyond what the photo has there: 0 = nothing
+    locked to the network's stride (a photo's own periodic structure, a skyline's windows, is not counted)."""
+    return 100 * sum(max(0.0, o - p) for o, p in zip(grid_lines(output, stride), grid_lines(photo, stride)))

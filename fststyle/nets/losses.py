@@ -88,13 +88,18 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
 
 
-def lattice_energy(image: torch.Tensor, period: int = 4, window: int = 32) -> torch.Tensor:
+def lattice_energy(image: torch.Tensor, period: int = 4, window: int = 32, taper: bool = False) -> torch.Tensor:
     """Mean squared amplitude of the pattern an image repeats on a ``period``-px lattice, per ``window``-px block.
 
     Each block's pixels are averaged by their phase (y mod period, x mod period); a texture that is not locked
     to the lattice averages to the block's mean at every phase, the transformer's weave (its total stride is 4)
     does not. Only the spectral lines at multiples of 1/period cycles/px count: the painting's own fine texture
-    is left alone."""
+    is left alone.
+
+    With flat means a smooth gradient across a block reads as a sawtooth on the lattice (the block's edges leak
+    low frequencies onto its lines), so a network trained against it learned to paint the opposite sawtooth
+    over every gradient: a grid of its own (docs/QUALITY.md, twelfth round). ``taper`` weights each block by a
+    Hann window, which keeps that leakage off the lines."""
     x = image.float()
     n, c, h, w = x.shape
     h, w = h // window * window, w // window * window
@@ -102,7 +107,12 @@ def lattice_energy(image: torch.Tensor, period: int = 4, window: int = 32) -> to
         return (x * 0).sum()
     cells = window // period
     x = x[..., :h, :w].reshape(n, c, h // window, cells, period, w // window, cells, period)
-    phases = x.mean(dim=(3, 6))  # (n, c, blocks_y, period, blocks_x, period)
+    if taper:
+        hann = torch.hann_window(window + 2, periodic=False, dtype=x.dtype, device=x.device)[1:-1].reshape(cells, period)
+        x = x * hann.view(cells, period, 1, 1, 1) * hann
+        phases = x.sum(dim=(3, 6)) / (hann.sum(0).view(period, 1, 1) * hann.sum(0))
+    else:
+        phases = x.mean(dim=(3, 6))  # (n, c, blocks_y, period, blocks_x, period)
     return (phases - phases.mean(dim=(3, 5), keepdim=True)).pow(2).mean()
 
 

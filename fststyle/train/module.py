@@ -68,6 +68,7 @@ class StyleTransferModule(pl.LightningModule):
                 param.requires_grad_(id(param) in trainable)  # the shared convolutions stay as trained
         self.phase_jitter = int(loss.get("phase_jitter", 0))  # see phase_crop
         self.lattice_weight = float(loss.get("lattice_weight", 0.0))  # against the weave: lattice_energy
+        self.lattice_taper = bool(loss.get("lattice_taper", False))  # absent: the flat mean of older recipes
         self.stability = {k: loss.get(f"stability_{k}", d) for k, d in (("weight", 0.0), ("noise", 0.02), ("shift", 3))}
         # teacher=FILE: a trained network whose outputs the transformer also learns to match (a lite twin's
         # distillation). Frozen, and kept out of checkpoints like the VGG: it is rebuilt from the run's config. Left in
@@ -184,7 +185,7 @@ class StyleTransferModule(pl.LightningModule):
         judged, reference = phase_crop(output, content, self.phase_jitter)
         losses = self.loss(*self.loss_layout(judged, reference), style_index=style_index)
         if self.lattice_weight > 0:
-            losses["lattice"] = self.lattice_weight * lattice_energy(output, period=self.transformer.config.stride)
+            losses["lattice"] = self.lattice_weight * lattice_energy(output, period=self.transformer.config.stride, taper=self.lattice_taper)
             losses["total"] = losses["total"] + losses["lattice"]
         if self.stability["weight"] > 0:  # Gupta et al.: the same picture shifted and noisy paints the same
             term = self.stability["weight"] * stability_loss(

@@ -309,6 +309,8 @@ def check_values(config: dict) -> None:
             number(f"loss.{group}.{name}", weight, 0, math.inf)
     if "phase_jitter" in loss:
         whole_number("loss.phase_jitter", loss["phase_jitter"], 0)
+    if "lattice_taper" in loss:
+        boolean("loss.lattice_taper", loss["lattice_taper"])
     if number("optim.lr", optim.get("lr"), 0, math.inf) == 0:
         raise UserError("optim.lr must be > 0, got 0")
     steps = config["trainer"].get("max_steps", -1)
