@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -432,18 +433,25 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     f_full = training_step(module)
 
     # The same step as it ran before each exact change, reverted one more at a time, to show each in this run: the
-    # Gram matrices with autograd's own bmm backward (after a cast to fp32, which autocast undid), then the nearest
+    # reflection padding with torch's own backward (reflection_pad2d_backward, still in the activations' dtype), then
+    # the Gram matrices with autograd's own bmm backward (after a cast to fp32, which autocast undid), then the nearest
     # up-sampling as resize + pad + 3x3 conv (eval mode picks that path; instance norm has no running statistics,
     # so nothing else changes), then the padding under autocast's fp32 policy (plain nn.ReflectionPad2d).
+    class NativeBackwardPad(nn.ReflectionPad2d):
+        def forward(self, x):
+            with torch.autocast(x.device.type, enabled=False):
+                return F.pad(x, self.padding, "reflect")
+
     def variant(reverted: int):
         clone = copy.deepcopy(module)
-        clone.loss.statistic = autograd_gram
+        if reverted >= 2:
+            clone.loss.statistic = autograd_gram
         for parent in clone.transformer.modules():
-            if reverted >= 2 and isinstance(parent, Upsample):
+            if reverted >= 3 and isinstance(parent, Upsample):
                 parent.eval()
             for name, child in parent.named_children():
-                if reverted >= 3 and isinstance(child, ReflectionPad):
-                    setattr(parent, name, nn.ReflectionPad2d(child.padding))
+                if isinstance(child, ReflectionPad):
+                    setattr(parent, name, (nn.ReflectionPad2d if reverted >= 4 else NativeBackwardPad)(child.padding))
         return training_step(clone)
 
     rows = [
@@ -469,8 +477,8 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         if name.startswith("whole"):
             whole[side] = (seconds, work, dtype)
     (tb, wb, _), (tf, wf, df) = whole["baseline"], whole["fststyle"]
-    paired = best_of_each({"now": f_full, "autograd's Gram backward": variant(1), "and plain up-sampling": variant(2),
-                           "and fp32 padding": variant(3)})
+    paired = best_of_each({"now": f_full, "torch's pad backward": variant(1), "and autograd's Gram backward": variant(2),
+                           "and plain up-sampling": variant(3), "and fp32 padding": variant(4)})
     print("whole step, interleaved: " + ", ".join(f"{k} {v:.3f} s" for k, v in paired.items()) + "; now is "
           + " / ".join(f"{v / paired['now']:.2f}x" for k, v in paired.items() if k != "now") + " faster")
     print(f"step ratio fststyle/baseline: {tb / tf:.2f}x; of which fewer FLOPs {wb / wf:.2f}x, "

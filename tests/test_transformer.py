@@ -49,6 +49,20 @@ def test_padding_keeps_bf16_under_autocast():
     assert torch.equal(padded, plain.bfloat16())  # the same values: a pad only copies
 
 
+@pytest.mark.parametrize("pad", [1, 4])
+def test_training_padding_backward_is_reflection_pads_gradient(pad):
+    """In training the pad's backward folds the border back with slices (ReflectPadSlices), not torch's kernel."""
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
+    layer = ReflectionPad(pad).train()
+    assert torch.autograd.gradcheck(layer, (x,))
+    grad = torch.randn(2, 3, 9 + 2 * pad, 11 + 2 * pad, dtype=torch.float64)
+    ours = torch.autograd.grad(layer(x), x, grad)[0]
+    torchs = torch.autograd.grad(torch.nn.functional.pad(x, (pad,) * 4, mode="reflect"), x, grad)[0]
+    assert torch.allclose(ours, torchs, atol=1e-12)
+    assert layer(x).grad_fn.name() != torch.nn.functional.pad(x, (pad,) * 4, mode="reflect").grad_fn.name()
+    assert layer.eval()(x).grad_fn.name() == torch.nn.functional.pad(x, (pad,) * 4, mode="reflect").grad_fn.name()
+
+
 def test_bf16_forward_is_unchanged_by_the_padding():
     torch.manual_seed(0)
     net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1))
