@@ -66,6 +66,18 @@ def test_an_image_a_few_pixels_wide_is_stylized(tmp_path, backend, block):
         assert Image.open(tmp_path / "out" / src.name).size == size
 
 
+@pytest.mark.parametrize("block", [1, 2])
+def test_the_python_api_paints_an_image_a_few_pixels_wide(block):
+    from fststyle.infer.stylizer import Stylizer
+
+    torch.manual_seed(0)
+    stylizer = Stylizer(TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1, end_kernel=3, block=block)))
+    for h, w in ((3, 5), (1, 1), (9, 40)):
+        out = stylizer(torch.rand(3, h, w))
+        assert out.shape == (3, h, w) and torch.isfinite(out).all()
+    assert stylizer(Image.new("RGB", (5, 3))).size == (5, 3)
+
+
 def test_cpu_default_is_openvino(tmp_path, style_file, capsys):
     src = picture(tmp_path / "in.png")
     infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'o.png'}", "device=cpu", "preserve_color=true", "strength=0.5")

@@ -13,14 +13,13 @@ from pathlib import Path
 
 from fststyle.errors import UserError
 from fststyle.hardware import PRECISIONS, resolve_precision
+from fststyle.infer import MIN_SIZE
 
 EXPORTS = {"onnx": ".onnx", "torchscript": ".pt"}
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 RUNTIMES = ("openvino", "onnxruntime")  # ONNX runtimes on the CPU, fastest first (bench/infer_speed.py)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TILE_STATS = ("exact", "downscaled")
-MIN_SIZE = 16  # pixels: the network down-samples by 4 (8 on 2x2 blocks) and pads by reflection, which needs a few
-# pixels a side: size= is at least this, and a narrower image is painted edge-padded to it
 # tile=auto: (largest pixel count stylized whole, tile side). Exact statistics in tiles cost several times
 # the compute of one pass, so only images too big for memory are tiled: OpenVINO runs a 4K frame whole in
 # less memory than PyTorch's tiles (docs/BENCHMARKS.md), PyTorch on the CPU tiles above 4 MP.

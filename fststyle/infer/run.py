@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fststyle.errors import UserError, boolean, number, whole_number
 from fststyle.hardware import resolve_precision
-from fststyle.infer.engine import EXPORTS, MIN_SIZE, Engine, InferSettings
+from fststyle.infer import MIN_SIZE
+from fststyle.infer.engine import EXPORTS, Engine, InferSettings
 
 
 def infer_settings(cfg: DictConfig) -> InferSettings:

@@ -16,6 +16,7 @@ from torch import nn
 
 from fststyle.errors import UserError
 from fststyle.hardware import PRECISION_TABLE, check_precision, resolve_device, torch_dtype
+from fststyle.infer import MIN_SIZE
 from fststyle.infer.color import finish
 from fststyle.infer.rewrite import faster_equivalent
 from fststyle.infer.tiling import ALIGN, stylize_tiled
@@ -98,8 +99,11 @@ class Stylizer:
         """
         if images.ndim == 3:
             return self.stylize_tensor(images[None], tiled)[0]
-        content = images.float()
         h, w = images.shape[-2:]
+        if min(h, w) < MIN_SIZE:  # narrower than the strided layers and reflection pads need: paint it edge-padded
+            grown = F.pad(images, (0, max(0, MIN_SIZE - w), 0, max(0, MIN_SIZE - h)), mode="replicate")
+            return self.stylize_tensor(grown, tiled)[..., :h, :w]
+        content = images.float()
         if tiled is None:
             tiled = bool(self.tile) and max(h, w) > self.tile
         if tiled:
