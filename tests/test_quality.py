@@ -134,19 +134,20 @@ def test_weave_measure_sees_a_period_4_ripple_and_not_smooth_texture():
 
 
 def test_grid_measure_counts_a_pattern_locked_to_the_4px_grid_and_not_the_photos_own_stripes():
-    from fststyle.measures.weave import grid_added
+    from fststyle.measures.weave import grid_added, grid_lines
 
     torch.manual_seed(5)
     yy, xx = torch.meshgrid(torch.arange(192), torch.arange(256), indexing="ij")
     smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8), size=(192, 256), mode="bicubic", align_corners=False)
     windows = 0.1 * torch.sin(2 * torch.pi * xx / 5.8)  # a skyline's window columns: periodic, not the grid
     photo = (smooth + windows + 0.03 * torch.randn(1, 3, 192, 256)).clamp(0, 1)[0]
-    assert grid_added(photo, photo) == 0
+    photo_lines = grid_lines(photo)
+    assert grid_added(photo, photo_lines) == 0
     painted = (photo + 0.05 * torch.randn(3, 192, 256) + 0.1 * windows).clamp(0, 1)  # texture, stripes painted harder
     sawtooth = (xx % 4).float() / 3 - 0.5
     woven = (photo + 0.04 * sawtooth * (yy.float() / 192)).clamp(0, 1)  # a grid whose strength follows a gradient
-    assert grid_added(painted, photo) < 0.2
-    assert grid_added(woven, photo) > 0.5
+    assert grid_added(painted, photo_lines) < 0.2
+    assert grid_added(woven, photo_lines) > 0.5
 
 
 def test_evaluate_measures_existing_outputs_matched_by_name(tmp_path, capsys):

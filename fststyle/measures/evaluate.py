@@ -40,7 +40,7 @@ from fststyle.errors import UserError, exit_code
 from fststyle.images import IMAGE_EXTENSIONS, load_image, save_image, to_pil
 from fststyle.measures.flicker import consecutive_difference, pan_clip, warped_difference
 from fststyle.measures.quality import PHOTO_SIZE, STYLE_LAYERS, STYLE_SIZE, QualityMeter
-from fststyle.measures.weave import WeaveMeter, band_stats, grid_added
+from fststyle.measures.weave import WeaveMeter, band_stats, grid_added, grid_lines
 from fststyle.nets.vgg import LossNetwork
 from fststyle.style import resolve_image
 from fststyle.stylefile import StyleMeta, read_meta
@@ -221,7 +221,7 @@ def evaluate(
     for photo_path in paths:
         photo = load_image(photo_path, size).to(device)
         photo_feats = entries[0].meter.features(photo)  # the meters share one network: once per photo
-        photo_weave = band_stats(photo)[1]
+        photo_weave, photo_grid = band_stats(photo)[1], grid_lines(photo.cpu())
         row_cells = [(to_pil(photo.cpu()), photo_path.name)]
         for e in entries:
             start = time.perf_counter()
@@ -234,7 +234,7 @@ def evaluate(
             share, peaks = band_stats(output.cpu())  # one spectrum serves both weave numbers
             row = Row(e.name, photo_path.name, sum(layers) / len(layers), e.meter.content_from(feats, photo_feats).item(),
                       e.meter.style_from(photo_feats).item(), seconds, **dict(zip(STYLE_LAYERS, layers)),
-                      weave=peaks / photo_weave, fine=share / max(e.weave.style_share, 1e-20), grid=grid_added(output.cpu(), photo.cpu()))
+                      weave=peaks / photo_weave, fine=share / max(e.weave.style_share, 1e-20), grid=grid_added(output.cpu(), photo_grid))
             if flicker and e.stylizer is not None:
                 row.flicker, row.input_flicker = clip_flicker(e.stylizer, photo[0].cpu(), pan)
             rows.append(row)
