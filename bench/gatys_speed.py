@@ -1,6 +1,7 @@
 """Iterations per second of Gatys' method (``infer.py method=optimize``) at a few sizes.
 
     python bench/gatys_speed.py --weights ../shared/weights/vgg16_caffe_features.pth --sizes 256 512
+    python bench/gatys_speed.py ... --glibc-default   # without fststyle/memory.py's setting: run both, one after the other
 
 Runs the real optimisation loop (fststyle.gatys.optimize_image) on the given content/style
 images with the default loss config (paper layers, network=auto), after one warm-up iteration.
@@ -24,6 +25,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from fststyle.gatys import OptimizeSettings, build_gatys_loss, optimize_image, resize_long_side  # noqa: E402
 from fststyle.hardware import machine_summary, resolve_device, resolve_precision  # noqa: E402
 from fststyle.images import load_image  # noqa: E402
+from fststyle.memory import keep_freed_memory  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from timing import conv_rate, flops  # noqa: E402 - bench/timing.py
@@ -38,12 +40,15 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--glibc-default", action="store_true", help="leave glibc's allocator as it is (infer.py keeps freed memory: fststyle/memory.py)")
     ap.add_argument("--precisions", nargs="+", default=["fp32", "auto"], help="of the VGG passes (auto: this machine's choice)")
     args = ap.parse_args()
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("infer", overrides=["method=optimize", "input=x", "output=y", f"loss.weights={args.weights}"])
     device = resolve_device(args.device)
+    if not args.glibc_default:
+        keep_freed_memory()  # as infer.py method=optimize does
     loss = build_gatys_loss(cfg.loss).to(device)
     content, style = load_image(args.content).to(device), load_image(args.style).to(device)
     print(f"device={device} ({machine_summary(str(device))}, torch threads={torch.get_num_threads()}), "

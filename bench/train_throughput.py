@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
+from fststyle.memory import keep_freed_memory  # noqa: E402
+
 
 # ----------------------------------------------------------------------------------------------
 # (a) the baseline: pytorch/examples fast_neural_style, reproduced
@@ -299,8 +301,9 @@ def throughput(args, device: torch.device, overrides: list[str]) -> None:
     import pytorch_lightning as pl
 
     pl.seed_everything(0, verbose=False)
-    baseline = Baseline(args, device)
     cfg = fststyle_config(args, overrides)
+    keep_freed_memory(cfg.speed.keep_freed_memory)  # as train.py does; the baseline shares the process and gains too
+    baseline = Baseline(args, device)
     module, datamodule = build_fststyle(cfg)
     base_wall, base_compute, ours_wall, ours_compute, first_step = [], [], [], [], []
     for r in range(args.rounds):
@@ -376,6 +379,56 @@ def quality_check(args, overrides: list[str]) -> bool:
     return ok
 
 
+def steady_steps(args, device: torch.device, overrides: list[str], keep: bool, steps: int = 8) -> None:
+    """In this (fresh) process: whole training steps on one batch with glibc untouched or keeping freed memory;
+    prints the best and median step, the median page faults per step and the peak RSS as JSON."""
+    import json
+    import resource
+
+    from fststyle.style import load_style
+
+    if keep:
+        keep_freed_memory()
+    torch.manual_seed(0)
+    x = Baseline(args, device).next_batch().to(device).div(255)
+    cfg = fststyle_config(args, overrides)
+    module, _ = build_fststyle(cfg)
+    module.to(device).loss.set_style(load_style(str(args.style), None, cfg.style.size).to(device))
+    optimizer = torch.optim.Adam(module.transformer.parameters(), 1e-3)
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
+    times, faults = [], []
+    for i in range(3 + steps):  # three to settle the heap and oneDNN's primitives
+        start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        optimizer.zero_grad()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            losses = module.step_losses(x)
+        losses["total"].backward()
+        optimizer.step()
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(json.dumps({"best": min(times), "median": statistics.median(times), "faults": statistics.median(faults),
+                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+
+
+def freed_memory_processes(args, overrides: list[str], rounds: int = 2) -> dict:
+    """``steady_steps`` in fresh processes, alternating keep and glibc's default: glibc's mmap threshold moves with a
+    process's history, so only a process that never touched it shows the default."""
+    import json
+    import subprocess
+
+    common = [sys.executable, __file__, "--size", str(args.size), "--batch", str(args.batch), "--data", str(args.data),
+              "--weights", str(args.weights), "--style", str(args.style), "--device", str(args.device)]
+    results = {True: [], False: []}
+    for _ in range(rounds):
+        for keep in (True, False):
+            done = subprocess.run([*common, "--steady-process", "keep" if keep else "default", *overrides],
+                                  capture_output=True, text=True, check=True)
+            results[keep].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {keep: {key: (min if key == "best" else statistics.median)(r[key] for r in rows) for key in rows[0]}
+            for keep, rows in results.items()}
+
+
 def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     """Time each phase of one step on the same batch, count its convolution/matmul FLOPs, and compare the
     achieved rate with this machine's convolution peak in fp32 and bf16 (VGG16 forward), measured here too."""
@@ -385,9 +438,10 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     from fststyle.style import load_style
 
     torch.manual_seed(0)
+    cfg = fststyle_config(args, overrides)
+    keep_freed_memory(cfg.speed.keep_freed_memory)  # as train.py does, for both sides (the fresh-process line shows its worth)
     baseline = Baseline(args, device)
     x255 = baseline.next_batch().to(device)
-    cfg = fststyle_config(args, overrides)
     module, _ = build_fststyle(cfg)
     module.to(device)
     module.loss.set_style(load_style(str(args.style), None, cfg.style.size).to(device))
@@ -481,6 +535,12 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
                            "and plain up-sampling": variant(3), "and fp32 padding": variant(4)})
     print("whole step, interleaved: " + ", ".join(f"{k} {v:.3f} s" for k, v in paired.items()) + "; now is "
           + " / ".join(f"{v / paired['now']:.2f}x" for k, v in paired.items() if k != "now") + " faster")
+    memory = freed_memory_processes(args, args.overrides)
+    print("whole step in fresh processes (best / median of 8 after 3, two processes each): "
+          + "; ".join(f"{name} {m['best']:.3f} / {m['median']:.3f} s, {m['faults']:.0f} page faults a step, peak RSS "
+                      f"{m['peak_rss_gb']:.2f} GB" for name, m in (("keeping freed memory (speed.keep_freed_memory)", memory[True]),
+                                                               ("glibc's default", memory[False])))
+          + f"; keeping is {memory[False]['best'] / memory[True]['best']:.2f}x / {memory[False]['median'] / memory[True]['median']:.2f}x faster")
     print(f"step ratio fststyle/baseline: {tb / tf:.2f}x; of which fewer FLOPs {wb / wf:.2f}x, "
           f"faster FLOPs {(wf / tf) / (wb / tb):.2f}x")
     print(f"upper bound, every fststyle FLOP at the {df} convolution peak: {tb * peaks[df] / wf:.2f}x the baseline")
@@ -511,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-check", action="store_true", help="200 steps fp32 vs fast instead of throughput")
     parser.add_argument("--quality-steps", type=int, default=200)
     parser.add_argument("--breakdown", action="store_true", help="time and FLOPs per phase, against the convolution peak")
+    parser.add_argument("--steady-process", choices=["keep", "default"], help=argparse.SUPPRESS)  # --breakdown's child
     parser.add_argument("overrides", nargs="*", help="fststyle config overrides, e.g. speed.compile=true")
     args = parser.parse_args(argv)
     for path in (args.data, args.weights, args.style):
@@ -525,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"trainer.devices=[{device.index}]")
     if args.quality_check:
         return 0 if quality_check(args, overrides) else 1
+    if args.steady_process:
+        steady_steps(args, device, overrides, args.steady_process == "keep")
+        return 0
     if args.breakdown:
         breakdown(args, device, overrides)
         return 0

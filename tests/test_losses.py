@@ -193,3 +193,20 @@ def test_lattice_energy_of_an_image_smaller_than_one_block_is_zero_not_nan():
     assert energy.item() == 0
     energy.backward()
     assert torch.equal(small.grad, torch.zeros_like(small))
+
+
+def test_coarse_style_asks_for_the_paintings_strokes_twice_as_large():
+    """The style term at half size is smallest for an output whose texture is the painting's at twice the scale, where
+    the full-size term prefers the painting's own scale."""
+    def stripes(period: int, size: int) -> torch.Tensor:
+        x = torch.arange(size, dtype=torch.float32)
+        wave = 0.5 + 0.4 * torch.sin(2 * torch.pi * (x[None, :] + 0.5 * x[:, None]) / period)
+        return torch.stack([wave, 1 - wave, wave * 0.5]).unsqueeze(0)
+
+    torch.manual_seed(0)
+    loss = PerceptualLoss(LossNetwork("vgg16", "random", ["relu1_2", "relu2_2"]), {"relu2_2": 1.0}, {"relu1_2": 1.0, "relu2_2": 1.0})
+    loss.set_style(stripes(8, 64))
+    same, twice = stripes(8, 128), stripes(16, 128)
+    assert loss(same, same)["style"] < loss(twice, twice)["style"]
+    assert loss.coarse_style(twice, 2) < loss.coarse_style(same, 2)
+    assert torch.allclose(loss.coarse_style(twice, 2), loss(torch.nn.functional.avg_pool2d(twice, 2), twice[..., ::2, ::2])["style"])

@@ -268,6 +268,7 @@ def run_optimize(cfg: DictConfig, settings: InferSettings | None = None) -> Path
     from fststyle.gatys import build_gatys_loss, intermediate_path, optimize_image
     from fststyle.hardware import resolve_device
     from fststyle.images import load_image, save_image
+    from fststyle.memory import keep_freed_memory
     from fststyle.style import checksum_for, resolve_image
 
     settings = settings or infer_settings(cfg)
@@ -297,6 +298,7 @@ def run_optimize(cfg: DictConfig, settings: InferSettings | None = None) -> Path
         if optimize.save_every and i % optimize.save_every == 0:
             save_image(image, intermediate_path(dst, i))
 
+    keep_freed_memory()  # every L-BFGS iteration frees and allocates the same activations
     image, history = optimize_image(loss, content, style, optimize, on_iteration)
     save_image(image, dst)
     if history:

@@ -192,6 +192,28 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             return self.network(content, self.content_layers)
 
+    def style_distance(self, feats: Mapping[str, torch.Tensor], style_index: torch.Tensor | None = None) -> torch.Tensor:
+        """The unweighted style term of features ``feats`` (each image against its style, style 0 when None)."""
+        if not self.style_ready:
+            raise RuntimeError("PerceptualLoss.set_style() was never called")
+        targets = self.style_targets()
+        if style_index is not None:
+            targets = {name: t[style_index] for name, t in targets.items()}
+            weights = self.style_weights[style_index]
+        else:
+            targets = {name: t[:1] for name, t in targets.items()}
+            weights = None if len(self.style_weights) == 1 else self.style_weights[:1]
+        return sum(
+            w * style_loss(self.statistic(feats[name]), targets[name], self.normalization, self.layer_weights(name, weights, style_index))
+            for name, w in self.style_layers.items()
+        )
+
+    def coarse_style(self, output: torch.Tensor, factor: int = 2, style_index: torch.Tensor | None = None) -> torch.Tensor:
+        """The style term of ``output`` shrunk ``factor`` times (box filter): the painting's strokes must come out
+        ``factor`` times larger to match it there, and the deepest layer sees ``factor`` times more of the picture."""
+        small = F.avg_pool2d(output, factor)
+        return self.style_weight * self.style_distance(self.network(small, set(self.style_layers)), style_index)
+
     def forward(
         self,
         output: torch.Tensor,
@@ -210,22 +232,9 @@ class PerceptualLoss(nn.Module):
         feats = self.network(output, set(self.content_layers) | set(self.style_layers))
         norm = self.normalization
         c = sum(w * content_loss(feats[name], content_targets[name], norm) for name, w in self.content_layers.items())
-        targets = self.style_targets()
-        if not self.style_ready:
-            raise RuntimeError("PerceptualLoss.set_style() was never called")
-        if style_index is not None:
-            targets = {name: t[style_index] for name, t in targets.items()}
-            weights = self.style_weights[style_index]
-        else:
-            targets = {name: t[:1] for name, t in targets.items()}
-            weights = None if len(self.style_weights) == 1 else self.style_weights[:1]
-        s = sum(
-            w * style_loss(self.statistic(feats[name]), targets[name], norm, self.layer_weights(name, weights, style_index))
-            for name, w in self.style_layers.items()
-        )
         tv = total_variation(output)
         content_term = self.content_weight * c
-        style_term = self.style_weight * s
+        style_term = self.style_weight * self.style_distance(feats, style_index)
         tv_term = self.tv_weight * tv
         return {
             "content": content_term,

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SPEED_DEFAULTS = {
     "channels_last": True,  # VGG loss network in NHWC, the layout oneDNN and cuDNN convolve fastest
     "compile": False,  # torch.compile transformer and loss: faster steps, but the first one waits for the compiler
+    "keep_freed_memory": True,  # glibc keeps each step's freed activations for the next (fststyle/memory.py)
 }
 
 
@@ -69,6 +70,7 @@ class StyleTransferModule(pl.LightningModule):
         self.phase_jitter = int(loss.get("phase_jitter", 0))  # see phase_crop
         self.lattice_weight = float(loss.get("lattice_weight", 0.0))  # against the weave: lattice_energy
         self.lattice_taper = bool(loss.get("lattice_taper", False))  # absent: the flat mean of older recipes
+        self.coarse_style_weight = float(loss.get("coarse_style_weight", 0.0))  # x the style term at half size
         self.stability = {k: loss.get(f"stability_{k}", d) for k, d in (("weight", 0.0), ("noise", 0.02), ("shift", 3))}
         # teacher=FILE: a trained network whose outputs the transformer also learns to match (a lite twin's
         # distillation). Frozen, and kept out of checkpoints like the VGG: it is rebuilt from the run's config. Left in
@@ -184,6 +186,9 @@ class StyleTransferModule(pl.LightningModule):
         output = self.transformer(content)
         judged, reference = phase_crop(output, content, self.phase_jitter)
         losses = self.loss(*self.loss_layout(judged, reference), style_index=style_index)
+        if self.coarse_style_weight > 0:  # the painting's strokes twice as large: PerceptualLoss.coarse_style
+            losses["coarse_style"] = self.coarse_style_weight * self.loss.coarse_style(self.loss_layout(judged, reference)[0], 2, style_index)
+            losses["total"] = losses["total"] + losses["coarse_style"]
         if self.lattice_weight > 0:
             losses["lattice"] = self.lattice_weight * lattice_energy(output, period=self.transformer.config.stride, taper=self.lattice_taper)
             losses["total"] = losses["total"] + losses["lattice"]

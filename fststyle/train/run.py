@@ -19,6 +19,7 @@ from fststyle.cache import sha256_of
 from fststyle.config import expand_styles
 from fststyle.errors import UserError, boolean, number, whole_number
 from fststyle.hardware import LIGHTNING_PRECISION, machine_summary, resolve_precision
+from fststyle.memory import keep_freed_memory
 from fststyle.nets.transformer import TransformerConfig
 from fststyle.style import absolute_image, checksum_for, resolve_image
 from fststyle.stylefile import (
@@ -301,7 +302,7 @@ def check_values(config: dict) -> None:
         number("style.weight", style.get("weight"), 0, math.inf)
     for name, scale in (style.get("layers") or {}).items():
         number(f"style.layers.{name}", scale, 0, math.inf)
-    for key in ("content_weight", "tv_weight", "stability_weight", "distill_weight", "lattice_weight"):
+    for key in ("content_weight", "tv_weight", "stability_weight", "distill_weight", "lattice_weight", "coarse_style_weight"):
         if key in loss:
             number(f"loss.{key}", loss[key], 0, math.inf)
     for group in ("content_layers", "style_layers"):
@@ -326,6 +327,8 @@ def check_values(config: dict) -> None:
         raise UserError(f"model.end_kernel must be odd, got {model['end_kernel']}")
     if "skips" in model:
         boolean("model.skips", model["skips"])
+    for key, value in (config.get("speed") or {}).items():
+        boolean(f"speed.{key}", value)
 
 
 def load_teacher(spec: str | None):
@@ -376,6 +379,8 @@ def fit(cfg: DictConfig, config: dict) -> Path | None:
     )
     if base is not None and not ckpt_path:
         start_from(module.transformer, base[0])
+    if module.speed["keep_freed_memory"]:
+        keep_freed_memory()
     export = ExportStyle(cfg.export_dir, config, style_sha256, log_model=bool((cfg.get("logger") or {}).get("log_model", False)))
     quiet_lightning()
     trainer = instantiate(

@@ -1,0 +1,43 @@
+"""fststyle.memory: a large freed activation stays in the heap for the next step instead of being unmapped."""
+import ctypes
+import platform
+
+import pytest
+import torch
+
+from fststyle.memory import keep_freed_memory
+
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_state() -> MallInfo2:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2()
+
+
+def one_step(mb: int = 64) -> tuple[int, int]:
+    """(bytes glibc had mapped for the block while it lived, bytes free in the heap after it was freed)."""
+    block = torch.ones(mb << 18)  # float32: mb MB, above glibc's largest mmap threshold (32 MB)
+    mapped = heap_state().hblkhd
+    del block
+    return mapped, heap_state().fordblks
+
+
+def test_kept_memory_stays_in_the_heap():
+    mb = 64 << 20
+    try:
+        assert keep_freed_memory(False)
+        mapped, _ = one_step()
+        assert mapped >= mb  # glibc's default: its own mapping, unmapped on free, faulted in again next step
+        assert keep_freed_memory(True)
+        mapped, free_in_heap = one_step()
+        assert mapped < mb  # from the heap
+        assert free_in_heap >= mb  # and kept there for the next step
+    finally:
+        keep_freed_memory(False)
