@@ -210,3 +210,23 @@ def test_coarse_style_asks_for_the_paintings_strokes_twice_as_large():
     assert loss(same, same)["style"] < loss(twice, twice)["style"]
     assert loss.coarse_style(twice, 2) < loss.coarse_style(same, 2)
     assert torch.allclose(loss.coarse_style(twice, 2), loss(torch.nn.functional.avg_pool2d(twice, 2), twice[..., ::2, ::2])["style"])
+
+
+def test_the_training_step_adds_the_coarse_style_term_when_weighted():
+    from omegaconf import OmegaConf
+
+    from fststyle.train.module import StyleTransferModule
+    from tests.test_config import compose_train
+
+    def module(weight: float) -> StyleTransferModule:
+        c = OmegaConf.to_container(compose_train(["loss.weights=random", f"loss.coarse_style_weight={weight}"]), resolve=True)
+        torch.manual_seed(0)
+        m = StyleTransferModule(c["model"], c["loss"], c["style"], c["optim"])
+        m.loss.set_style(torch.rand(1, 3, 64, 64))
+        return m
+
+    photos = torch.rand(2, 3, 64, 64)
+    plain, coarse = module(0.0).step_losses(photos), module(0.5).step_losses(photos)
+    assert "coarse_style" not in plain
+    assert coarse["coarse_style"] > 0
+    assert torch.allclose(coarse["total"], plain["total"] + coarse["coarse_style"], rtol=1e-5)

@@ -70,3 +70,16 @@ def test_infer_by_name_and_list(tmp_path):
     unknown = run("ckpt=nope", f"input={src}", f"output={tmp_path / 'x.jpg'}")
     assert unknown.returncode == 2
     assert unknown.stderr.strip().count("\n") == 0 and NAMES[0] in unknown.stderr
+
+
+def test_the_recipe_names_the_terms_that_shape_the_look():
+    from fststyle.zoo import recipe
+
+    config = {"loss": {"content_layers": {"relu3_3": 1.0}, "style_layers": {"relu4_3": 1.0}, "lattice_weight": 1e8,
+                       "lattice_taper": True, "coarse_style_weight": 1.0},
+              "style": {"weight": 0.14, "size": 384, "layers": {"relu4_3": 1e5}}, "optim": {"lr": 1e-3, "schedule": "cosine"}}
+    line = recipe(config)
+    assert "style.weight 0.14" in line and "relu4_3 x100000" in line
+    assert "lattice_weight 1e+08 tapered" in line and "coarse_style_weight 1" in line
+    config["loss"]["coarse_style_weight"] = 0.0
+    assert "coarse" not in recipe(config)

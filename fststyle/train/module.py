@@ -184,10 +184,10 @@ class StyleTransferModule(pl.LightningModule):
     def step_losses(self, content: torch.Tensor, style_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The training step's losses on a [0, 1] batch (also what the speed benchmark and its quality test time)."""
         output = self.transformer(content)
-        judged, reference = phase_crop(output, content, self.phase_jitter)
-        losses = self.loss(*self.loss_layout(judged, reference), style_index=style_index)
+        judged, reference = self.loss_layout(*phase_crop(output, content, self.phase_jitter))
+        losses = self.loss(judged, reference, style_index=style_index)
         if self.coarse_style_weight > 0:  # the painting's strokes twice as large: PerceptualLoss.coarse_style
-            losses["coarse_style"] = self.coarse_style_weight * self.loss.coarse_style(self.loss_layout(judged, reference)[0], 2, style_index)
+            losses["coarse_style"] = self.coarse_style_weight * self.loss.coarse_style(judged, 2, style_index)
             losses["total"] = losses["total"] + losses["coarse_style"]
         if self.lattice_weight > 0:
             losses["lattice"] = self.lattice_weight * lattice_energy(output, period=self.transformer.config.stride, taper=self.lattice_taper)
