@@ -31,22 +31,27 @@ def flops(fn) -> float:
     return counter.get_total_flops()
 
 
-def conv_rate(network, x, precision: str = "fp32") -> float:
-    """FLOP/s of ``network(x)``, the most convolution-friendly work a bench has: this machine's convolution peak.
-    fp32 runs NCHW; bf16/fp16 run channels_last under autocast (how oneDNN runs them fastest)."""
+def conv_peak_run(network, x, precision: str = "fp32"):
+    """A call of ``network(x)`` in the layout oneDNN convolves fastest for ``precision`` (fp32 NCHW; bf16/fp16
+    channels_last under autocast), on a copy of ``network``: the most convolution-friendly work a bench has."""
+    import copy
+
     import torch
 
     from fststyle.hardware import torch_dtype
 
     low = precision != "fp32"
     layout = torch.channels_last if low else torch.contiguous_format
-    network.to(memory_format=layout)
+    net = copy.deepcopy(network).to(memory_format=layout)
     xl = x.contiguous(memory_format=layout)
 
     def run():
         with torch.no_grad(), torch.autocast(x.device.type, dtype=torch_dtype(precision), enabled=low):
-            network(xl)
+            net(xl)
+    return run
 
-    rate = flops(run) / best_of(run)
-    network.to(memory_format=torch.contiguous_format)
-    return rate
+
+def conv_rate(network, x, precision: str = "fp32") -> float:
+    """FLOP/s of ``conv_peak_run``: this machine's convolution peak."""
+    run = conv_peak_run(network, x, precision)
+    return flops(run) / best_of(run)

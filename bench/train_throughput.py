@@ -432,7 +432,7 @@ def freed_memory_processes(args, overrides: list[str], rounds: int = 2) -> dict:
 def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     """Time each phase of one step on the same batch, count its convolution/matmul FLOPs, and compare the
     achieved rate with this machine's convolution peak in fp32 and bf16 (VGG16 forward), measured here too."""
-    from timing import best_of, best_of_each, conv_rate, flops  # bench/timing.py
+    from timing import best_of, best_of_each, conv_peak_run, conv_rate, flops  # bench/timing.py
 
     from fststyle.nets.transformer import ReflectionPad, Upsample
     from fststyle.style import load_style
@@ -535,6 +535,11 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
                            "and plain up-sampling": variant(3), "and fp32 padding": variant(4)})
     print("whole step, interleaved: " + ", ".join(f"{k} {v:.3f} s" for k, v in paired.items()) + "; now is "
           + " / ".join(f"{v / paired['now']:.2f}x" for k, v in paired.items() if k != "now") + " faster")
+    peak_run = conv_peak_run(baseline.vgg, x, df)
+    against = best_of_each({"peak": peak_run, "step": f_full}, repeats=5)
+    print(f"whole step against the {df} peak, interleaved (best of 5 each, the same minutes): step {against['step']:.3f} s, "
+          f"peak {flops(peak_run) / against['peak'] / 1e9:.0f} GFLOP/s, "
+          f"**{100 * (wf / against['step']) / (flops(peak_run) / against['peak']):.0f}% of peak**")
     memory = freed_memory_processes(args, args.overrides)
     print("whole step in fresh processes (best / median of 8 after 3, two processes each): "
           + "; ".join(f"{name} {m['best']:.3f} / {m['median']:.3f} s, {m['faults']:.0f} page faults a step, peak RSS "
