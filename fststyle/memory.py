@@ -4,7 +4,8 @@ A training step or an L-BFGS iteration frees and allocates the same activations 
 above its mmap threshold (at most 32 MB) with fresh mappings and unmaps them on free, so every step faults in and
 zeroes each of their pages again, and trims the heap it could have reused. With mappings off and trimming off,
 the next step reuses the same heap (docs/BENCHMARKS.md: the faults per step and what they cost). The heap then
-stays at the loop's peak, which the loop reaches every step anyway.
+stays at the loop's peak, or a little above where aligned allocations fragment it; it settles rather than grows
+(docs/BENCHMARKS.md has both).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def _glibc():
 
 
 def keep_freed_memory(keep: bool = True) -> bool:
-    """Keep freed memory in the heap (``keep``) or go back to glibc's defaults; False where this is not glibc."""
+    """Keep freed memory in the heap (``keep``) or go back to glibc's initial settings (its mmap threshold then no
+    longer adapts to the program, as it would in a process that never set it); False where this is not glibc."""
     libc = _glibc()
     if libc is None:
         return False
