@@ -7,7 +7,9 @@ import torch
 
 from fststyle.memory import keep_freed_memory
 
-pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+GLIBC = platform.libc_ver()
+pytestmark = pytest.mark.skipif(GLIBC[0] != "glibc" or tuple(map(int, GLIBC[1].split(".")[:2])) < (2, 33),
+                                reason="glibc's mallopt, and its mallinfo2 (2.33+) to look at the heap")
 
 
 class MallInfo2(ctypes.Structure):
