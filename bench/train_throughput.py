@@ -379,6 +379,20 @@ def quality_check(args, overrides: list[str]) -> bool:
     return ok
 
 
+def training_step(trained, x: torch.Tensor, bf16: bool):
+    """One whole step (forward, loss, backward, Adam) of ``trained``'s transformer on ``x``, as the module's
+    training_step runs it under the trainer's precision."""
+    optimizer = torch.optim.Adam(trained.transformer.parameters(), 1e-3)
+
+    def step():
+        optimizer.zero_grad()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            losses = trained.step_losses(x)
+        losses["total"].backward()
+        optimizer.step()
+    return step
+
+
 def steady_steps(args, device: torch.device, overrides: list[str], keep: bool, steps: int = 8) -> None:
     """In this (fresh) process: whole training steps on one batch with glibc untouched or keeping freed memory;
     prints the best and median step, the median page faults per step and the peak RSS as JSON."""
@@ -394,16 +408,11 @@ def steady_steps(args, device: torch.device, overrides: list[str], keep: bool, s
     cfg = fststyle_config(args, overrides)
     module, _ = build_fststyle(cfg)
     module.to(device).loss.set_style(load_style(str(args.style), None, cfg.style.size).to(device))
-    optimizer = torch.optim.Adam(module.transformer.parameters(), 1e-3)
-    bf16 = str(cfg.trainer.precision).startswith("bf16")
+    step = training_step(module, x, str(cfg.trainer.precision).startswith("bf16"))
     times, faults = [], []
     for i in range(3 + steps):  # three to settle the heap and oneDNN's primitives
         start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        optimizer.zero_grad()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            losses = module.step_losses(x)
-        losses["total"].backward()
-        optimizer.step()
+        step()
         if i >= 3:
             times.append(time.perf_counter() - start)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -474,19 +483,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
         with torch.no_grad(), autocast():
             return module.loss.content_features(module.loss_layout(x, x)[1])
 
-    def training_step(trained):
-        """One whole step (forward, loss, backward, Adam) of ``trained``'s transformer, as the module's training_step."""
-        optimizer = torch.optim.Adam(trained.transformer.parameters(), 1e-3)
-
-        def step():
-            optimizer.zero_grad()
-            with autocast():
-                losses = trained.step_losses(x)
-            losses["total"].backward()
-            optimizer.step()
-        return step
-
-    f_full = training_step(module)
+    f_full = training_step(module, x, bf16)
 
     # The same step as it ran before each exact change, reverted one more at a time, to show each in this run: the
     # reflection padding with torch's own backward (reflection_pad2d_backward, still in the activations' dtype), then
@@ -508,7 +505,7 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
             for name, child in parent.named_children():
                 if isinstance(child, ReflectionPad):
                     setattr(parent, name, (nn.ReflectionPad2d if reverted >= 4 else NativeBackwardPad)(child.padding))
-        return training_step(clone)
+        return training_step(clone, x, bf16)
 
     rows = [
         ("baseline", "transformer forward", b_transformer),
@@ -539,9 +536,9 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
           + " / ".join(f"{v / paired['now']:.2f}x" for k, v in paired.items() if k != "now") + " faster")
     peak_run = conv_peak_run(baseline.vgg, x, df)
     against = best_of_each({"peak": peak_run, "step": f_full}, repeats=5)
+    peak = flops(peak_run) / against["peak"]
     print(f"whole step against the {df} peak, interleaved (best of 5 each, the same minutes): step {against['step']:.3f} s, "
-          f"peak {flops(peak_run) / against['peak'] / 1e9:.0f} GFLOP/s, "
-          f"**{100 * (wf / against['step']) / (flops(peak_run) / against['peak']):.0f}% of peak**")
+          f"peak {peak / 1e9:.0f} GFLOP/s, **{100 * wf / against['step'] / peak:.0f}% of peak**")
     memory = freed_memory_processes(args, args.overrides)
     print("whole step in fresh processes (best / median of 8 after 3, two processes each): "
           + "; ".join(f"{name} {m['best']:.3f} / {m['median']:.3f} s, {m['faults']:.0f} page faults a step, peak RSS "
