@@ -149,8 +149,10 @@ def _main(argv: list[str]) -> int:
             print(f"shipped {add(src)}")
         return 0
     for row in describe():
+        resumed = row.get("resumed_at_step")  # the wall time covers only the steps after the last resume
+        wall = f"{row.get('wall_time_s')} s" + (f" for steps {resumed}-{row.get('steps')}" if resumed else "")
         print(f"{row['name']}: {row['recipe']}; {row.get('steps')} steps x batch {row.get('batch')} at {row.get('image_size')} px "
-              f"on {row.get('data')}, {row.get('precision')}, {row.get('wall_time_s')} s on {row.get('machine')}; "
+              f"on {row.get('data')}, {row.get('precision')}, {wall} on {row.get('machine')}; "
               f"fststyle {row.get('fststyle')}")
     return 0
 

@@ -83,3 +83,13 @@ def test_the_recipe_names_the_terms_that_shape_the_look():
     assert "lattice_weight 1e+08 tapered" in line and "coarse_style_weight 1" in line
     config["loss"]["coarse_style_weight"] = 0.0
     assert "coarse" not in recipe(config)
+
+
+def test_the_recipe_listing_says_when_the_wall_time_covers_only_a_resumed_part(monkeypatch, capsys):
+    rows = [{"name": "a", "recipe": "r", "steps": 3400, "wall_time_s": 1250, "resumed_at_step": 2600},
+            {"name": "b", "recipe": "r", "steps": 600, "wall_time_s": 900, "resumed_at_step": None}]
+    monkeypatch.setattr(zoo, "describe", lambda: rows)
+    assert zoo.main([]) == 0
+    a, b = capsys.readouterr().out.splitlines()
+    assert "1250 s for steps 2600-3400 on" in a
+    assert "900 s on" in b and "for steps" not in b
