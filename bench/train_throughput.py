@@ -260,6 +260,15 @@ def build_fststyle(cfg):
     return module, instantiate(cfg.data)
 
 
+def styled_module(args, cfg, device: torch.device):
+    """The fststyle module on ``device`` with ``--style``'s targets set, for the benches that time its step directly."""
+    from fststyle.style import load_style
+
+    module, _ = build_fststyle(cfg)
+    module.to(device).loss.set_style(load_style(str(args.style), None, cfg.style.size).to(device))
+    return module
+
+
 def step_timer():
     import pytorch_lightning as pl
 
@@ -399,16 +408,12 @@ def steady_steps(args, device: torch.device, overrides: list[str], keep: bool, s
     import json
     import resource
 
-    from fststyle.style import load_style
-
     if keep:
         keep_freed_memory()
     torch.manual_seed(0)
     x = Baseline(args, device).next_batch().to(device).div(255)
     cfg = fststyle_config(args, overrides)
-    module, _ = build_fststyle(cfg)
-    module.to(device).loss.set_style(load_style(str(args.style), None, cfg.style.size).to(device))
-    step = training_step(module, x, str(cfg.trainer.precision).startswith("bf16"))
+    step = training_step(styled_module(args, cfg, device), x, str(cfg.trainer.precision).startswith("bf16"))
     times, faults = [], []
     for i in range(3 + steps):  # three to settle the heap and oneDNN's primitives
         start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -446,16 +451,13 @@ def breakdown(args, device: torch.device, overrides: list[str]) -> None:
     from timing import best_of, best_of_each, conv_peak_run, conv_rate, flops  # bench/timing.py
 
     from fststyle.nets.transformer import ReflectionPad, Upsample
-    from fststyle.style import load_style
 
     torch.manual_seed(0)
     cfg = fststyle_config(args, overrides)
     keep_freed_memory(cfg.speed.keep_freed_memory)  # as train.py does, for both sides (the fresh-process line shows its worth)
     baseline = Baseline(args, device)
     x255 = baseline.next_batch().to(device)
-    module, _ = build_fststyle(cfg)
-    module.to(device)
-    module.loss.set_style(load_style(str(args.style), None, cfg.style.size).to(device))
+    module = styled_module(args, cfg, device)
     bf16 = str(cfg.trainer.precision).startswith("bf16")
     x = x255.div(255)  # the same photos in [0, 1], as the module's to_float gives them
 
