@@ -1,4 +1,6 @@
 """The lite network (conf/model/lite.yaml) and distillation from a trained teacher (teacher=FILE_OR_NAME)."""
+import shutil
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -7,7 +9,7 @@ from fststyle.errors import UserError
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.stylefile import export_transformer, load_transformer
 from fststyle.train.data import StyleDataModule
-from fststyle.train.run import train
+from fststyle.train.run import load_teacher, train
 from fststyle.zoo import resolve_model
 from tests.test_config import CONF
 
@@ -54,6 +56,18 @@ def test_an_unknown_teacher_is_one_clear_error_before_training(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_a_teacher_file_is_recorded_by_its_style_and_file_name_not_its_path(tmp_path):
+    src = resolve_model("starry_night_stable")[0]
+    copy = tmp_path / "runs" / "s8" / "sn_2600.safetensors"
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(src, copy)
+    net, label = load_teacher(str(copy))
+    assert label == "starry_night_stable (sn_2600.safetensors)"  # the style the file names, not where it lay
+    assert isinstance(net, TransformerNet)
+    assert load_teacher("starry_night_stable")[1] == "starry_night_stable"
+    assert load_teacher(None) == (None, None)
+
+
 def teacher_gap(student: TransformerNet, teacher: TransformerNet, photos: torch.Tensor) -> float:
     with torch.no_grad():
         return float(torch.nn.functional.mse_loss(student.eval()(photos), teacher.eval()(photos)))
@@ -81,6 +95,7 @@ def test_a_lite_network_learns_its_teacher_and_the_checkpoint_keeps_only_the_stu
     untrained = TransformerNet(TransformerConfig(**cfg.model))
     student, meta = load_transformer(path)
     assert meta.architecture["base_channels"] == 16
+    assert meta.config["teacher"] == "starry_night_stable"
     assert teacher_gap(student, teacher, photos) < 0.5 * teacher_gap(untrained, teacher, photos)
 
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)

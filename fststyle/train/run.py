@@ -332,13 +332,16 @@ def check_values(config: dict) -> None:
 
 
 def load_teacher(spec: str | None):
-    """``teacher=FILE_OR_NAME``: the trained one-style network a lite twin learns from, loaded before training starts."""
+    """``teacher=FILE_OR_NAME``: the trained one-style network a lite twin learns from, loaded before training starts,
+    and how the export names it: a shipped name as given, a file by its style and file name (not a path on the
+    machine that trained it)."""
     if not spec:
-        return None
+        return None, None
     from fststyle.stylefile import load_transformer
 
-    path = resolve_model(str(spec))[0]
-    return load_transformer(path)[0]
+    path, label = resolve_model(str(spec))
+    net, meta = load_transformer(path)
+    return net, label if label == str(spec) else f"{meta.style} ({path.name})"
 
 
 def train(cfg: DictConfig) -> Path | None:
@@ -356,7 +359,7 @@ def fit(cfg: DictConfig, config: dict) -> Path | None:
     ckpt_path = resume_checkpoint(cfg, checkpoint_dir)
     if ckpt_path:
         ckpt_path = str(usable_checkpoint(Path(ckpt_path), config["model"], check_resumable))
-    teacher = load_teacher(cfg.get("teacher"))  # a bad teacher= is refused before the style image is fetched
+    teacher, config["teacher"] = load_teacher(cfg.get("teacher"))  # a bad teacher= is refused before the style image is fetched
 
     if config["style"].get("image"):
         config["style"]["image"] = absolute_image(config["style"]["image"])
