@@ -74,10 +74,10 @@ def teacher_gap(student: TransformerNet, teacher: TransformerNet, photos: torch.
 
 
 def test_a_lite_network_learns_its_teacher_and_the_checkpoint_keeps_only_the_student(tmp_path, coco_dir, vgg16_caffe):
-    from tests.conftest import STYLES, need
-
     """Distillation alone (no style or content term): 30 steps bring the lite network far closer to the shipped
     starry_night_stable (starry_night_lite's own teacher) than it started; the teacher, like the VGG, stays out of the checkpoint and comes back on resume."""
+    from tests.conftest import STYLES, need
+
     overrides = [
         "model=lite", "teacher=starry_night_stable", f"style.image={need(STYLES / 'starry_night.jpg')}", "style.weight=0", "loss.content_weight=0", "loss.distill_weight=1",
         "loss.lattice_weight=0",
