@@ -68,7 +68,7 @@ def test_evaluate_writes_grid_and_tables(tmp_path, capsys, monkeypatch):
     assert len(data["rows"]) == 4 and len(data["mean"]) == 2
     assert all(0 < r["content"] and 0 < r["style"] and r["seconds"] > 0 for r in data["rows"])
     printed = capsys.readouterr().out
-    assert "first" in printed and "(mean)" in printed and "grid.jpg" in printed
+    assert "first" in printed and "(mean)" in printed and "grid.jpg" in printed and "edge" in printed
 
 
 def test_evaluate_errors_are_one_line(tmp_path, capsys):
@@ -148,6 +148,28 @@ def test_grid_measure_counts_a_pattern_locked_to_the_4px_grid_and_not_the_photos
     woven = (photo + 0.04 * sawtooth * (yy.float() / 192)).clamp(0, 1)  # a grid whose strength follows a gradient
     assert grid_added(painted, photo_lines) < 0.2
     assert grid_added(woven, photo_lines) > 0.5
+
+
+def test_edge_measure_sees_stripes_painted_along_a_border_and_not_a_photos_busy_border():
+    from fststyle.measures.edges import edge_ratios, edge_stripes
+
+    torch.manual_seed(6)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8), size=(192, 256), mode="bicubic", align_corners=False)
+    photo = (smooth + 0.02 * torch.randn(1, 3, 192, 256)).clamp(0, 1)
+    painted = (photo + 0.05 * torch.randn(1, 3, 192, 256)).clamp(0, 1)  # texture everywhere, the border too
+    xx = torch.arange(256).float()
+    stripes = photo.clone()
+    stripes[..., :10] += 0.3 * torch.sin(2 * torch.pi * xx[:10] / 3)  # vertical lines along the left edge
+    stripes = stripes.clamp(0, 1)
+    assert edge_stripes(photo, photo) <= 1.0 and edge_stripes(painted, photo) < 1.3
+    assert edge_stripes(stripes, photo) > 2.0
+    assert edge_ratios(stripes)[0] > 2.0 and edge_ratios(stripes)[1:].max() < 1.3  # the left edge, and only it
+    street = photo.clone()
+    yy = torch.arange(12).float()[:, None]
+    street[..., -12:, :] += 0.3 * torch.sin(2 * torch.pi * yy / 3)  # the photo's own busy bottom edge, kept by the output
+    street = street.clamp(0, 1)
+    assert edge_ratios(street)[3] > 2.0 and edge_stripes(street, street) <= 1.0
+    assert torch.isnan(edge_ratios(torch.rand(1, 3, 40, 40))).all()  # too small to have an interior
 
 
 def test_evaluate_measures_existing_outputs_matched_by_name(tmp_path, capsys):

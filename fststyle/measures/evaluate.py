@@ -16,7 +16,7 @@ does the same on a real video, without motion compensation.
 Each row also has the style distance per layer (relu1_2 ... relu4_3: the mean hides a missing scale) and
 the weave (:mod:`fststyle.measures.weave`: ~1 = no periodic ripple beyond the photo's own structure) and the
 grid (the share of the fine band on the spectral lines of the network's 4-px stride, beyond the photo's: 0 = nothing
-locked to the grid).
+locked to the grid) and the edge (:mod:`fststyle.measures.edges`: stripes painted along the border, ~1 or below = none).
 ``--outputs NAME=DIR`` measures existing images the same way (e.g. another tool's, named
 ``<photo>_<style>[_variant].jpg``), so any tool's results can be compared with ours on the same photos.
 """
@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 from fststyle.atomic import atomic_path, write_text
 from fststyle.errors import UserError, exit_code
 from fststyle.images import IMAGE_EXTENSIONS, load_image, save_image, to_pil
+from fststyle.measures.edges import edge_stripes
 from fststyle.measures.flicker import consecutive_difference, pan_clip, warped_difference
 from fststyle.measures.quality import PHOTO_SIZE, STYLE_LAYERS, STYLE_SIZE, QualityMeter
 from fststyle.measures.weave import WeaveMeter, band_stats, grid_added, grid_lines
@@ -66,6 +67,7 @@ class Row:
     weave: float = float("nan")  # period-2-6-px peakiness against the photo's own (measures/weave.py): ~1 = none added
     fine: float = float("nan")  # energy share at 2-6 px against the style image's
     grid: float = float("nan")  # % of the fine band on the 4-px grid's lines beyond the photo's (measures/weave.py)
+    edge: float = float("nan")  # the worst border's texture against the interior's, beyond the photo's (measures/edges.py)
 
 
 @dataclass
@@ -234,7 +236,8 @@ def evaluate(
             share, peaks = band_stats(output.cpu())  # one spectrum serves both weave numbers
             row = Row(e.name, photo_path.name, sum(layers) / len(layers), e.meter.content_from(feats, photo_feats).item(),
                       e.meter.style_from(photo_feats).item(), seconds, **dict(zip(STYLE_LAYERS, layers)),
-                      weave=peaks / photo_weave, fine=share / max(e.weave.style_share, 1e-20), grid=grid_added(output.cpu(), photo_grid))
+                      weave=peaks / photo_weave, fine=share / max(e.weave.style_share, 1e-20), grid=grid_added(output.cpu(), photo_grid),
+                      edge=edge_stripes(output.cpu(), photo.cpu()))
             if flicker and e.stylizer is not None:
                 row.flicker, row.input_flicker = clip_flicker(e.stylizer, photo[0].cpu(), pan)
             rows.append(row)
@@ -278,7 +281,7 @@ def video_flicker(path: Path, names: list[str], stylizers: list, size: int) -> l
 
 def means(rows: list[Row], names: list[str]) -> list[Row]:
     summary = []
-    keys = ("style", "content", "photo_style", "seconds", "flicker", "input_flicker", *STYLE_LAYERS, "weave", "fine", "grid")
+    keys = ("style", "content", "photo_style", "seconds", "flicker", "input_flicker", *STYLE_LAYERS, "weave", "fine", "grid", "edge")
     for name in names:
         mine = [r for r in rows if r.model == name and r.style == r.style]  # photos (a video row has no distances)
         if mine:
@@ -291,13 +294,13 @@ def print_table(rows: list[Row], file=None) -> None:
     flicker = any(r.flicker == r.flicker for r in rows)  # not all NaN
     extra = f" {'flicker':>8} {'input':>6}" if flicker else ""
     layers = " ".join(f"{n:>7}" for n in STYLE_LAYERS)
-    print(f"{'model':<28} {'photo':<20} {'style':>7} {'content':>8} {layers} {'weave':>6} {'fine':>5} {'grid':>5} {'photo→style':>12} {'ratio':>6} "
+    print(f"{'model':<28} {'photo':<20} {'style':>7} {'content':>8} {layers} {'weave':>6} {'fine':>5} {'grid':>5} {'edge':>5} {'photo→style':>12} {'ratio':>6} "
           f"{'s/image':>8}{extra}", file=file)
     for r in rows:
         ratio = r.style / r.photo_style if r.photo_style else float("nan")
         extra = f" {r.flicker:8.2f} {r.input_flicker:6.2f}" if flicker else ""
         layers = " ".join(f"{getattr(r, n):7.3f}" for n in STYLE_LAYERS)
-        print(f"{r.model:<28} {r.photo:<20} {r.style:7.3f} {r.content:8.3f} {layers} {r.weave:6.2f} {r.fine:5.2f} {r.grid:5.2f} {r.photo_style:12.3f} "
+        print(f"{r.model:<28} {r.photo:<20} {r.style:7.3f} {r.content:8.3f} {layers} {r.weave:6.2f} {r.fine:5.2f} {r.grid:5.2f} {r.edge:5.2f} {r.photo_style:12.3f} "
               f"{ratio:6.2f} {r.seconds:8.3f}{extra}", file=file)
 
 

@@ -1,0 +1,36 @@
+"""Stripes along the picture's border: a network that learned to paint its own padding.
+
+Every layer of the transformer pads its input by reflection, so near the border each layer sees a mirrored
+copy of the picture, and a network can learn to paint that as lines along the edge (la_muse did: docs/QUALITY.md).
+For each edge, the texture across it in the ``BAND`` pixels next to it (horizontal differences beside the left
+and right edges, vertical ones beside the top and bottom) over the same differences in the interior; the
+output's ratio is divided by the photo's where the photo's own border is busier than its interior (a street
+along the bottom edge), and the worst edge is kept: ~1 or below = the border painted like the rest.
+"""
+from __future__ import annotations
+
+import torch
+
+BAND = 12  # pixels next to each edge: the stripes seen were 10-20 px wide at 512 px
+
+
+def edge_ratios(image: torch.Tensor, band: int = BAND) -> torch.Tensor:
+    """(left, right, top, bottom): each edge's mean absolute difference across it, in its band, over the interior's."""
+    x = image.float().reshape(-1, *image.shape[-2:])
+    across_columns = (x[:, :, 1:] - x[:, :, :-1]).abs().mean((0, 1))  # one value per gap between columns
+    across_rows = (x[:, 1:, :] - x[:, :-1, :]).abs().mean((0, 2))
+    if min(len(across_columns), len(across_rows)) <= 4 * band:
+        return torch.full((4,), float("nan"))  # too small to have an interior
+    inner_columns = across_columns[2 * band:-2 * band].mean().clamp_min(1e-12)
+    inner_rows = across_rows[2 * band:-2 * band].mean().clamp_min(1e-12)
+    return torch.stack([
+        across_columns[:band].mean() / inner_columns,
+        across_columns[-band:].mean() / inner_columns,
+        across_rows[:band].mean() / inner_rows,
+        across_rows[-band:].mean() / inner_rows,
+    ])
+
+
+def edge_stripes(output: torch.Tensor, photo: torch.Tensor) -> float:
+    """The worst edge of ``output`` against the same edge of ``photo`` (both [0, 1], the same size)."""
+    return float((edge_ratios(output) / edge_ratios(photo).clamp_min(1.0)).max())
