@@ -56,6 +56,7 @@ def recipe(config: dict) -> str:
     lattice = f", lattice_weight {loss['lattice_weight']:g}" if loss.get("lattice_weight") else ""
     lattice += " tapered" if lattice and loss.get("lattice_taper") else ""
     coarse = f", coarse_style_weight {loss['coarse_style_weight']:g}" if loss.get("coarse_style_weight") else ""
+    coarse += f", border_reflect {loss['border_reflect']}" if loss.get("border_reflect") else ""
     teacher = f", distilled from {config['teacher']} (distill_weight {loss.get('distill_weight', 0):g})" if config.get("teacher") else ""
     start = config.get("init_from_record")
     start = f"; fine-tuned from a {start.get('steps')}-step network ({start.get('recipe')})" if start else ""

@@ -103,6 +103,7 @@ def run_cli(script: str, *args: str, cwd=None):
     ("train.py", ["style.size=abc"], "style.size must be a whole number >= 16 or null"),
     ("train.py", ["style.weight=abc"], "style.weight must be a number"),
     ("train.py", ["loss.phase_jitter=-1"], "loss.phase_jitter must be a whole number >= 0, got -1"),
+    ("train.py", ["loss.border_reflect=2.5"], "loss.border_reflect must be a whole number >= 0, got 2.5"),
     ("train.py", ["loss.lattice_taper=maybe"], "loss.lattice_taper must be true or false, got 'maybe'"),
     ("train.py", ["model.base_channels=abc"], "model.base_channels must be a whole number >= 1, got 'abc'"),
     ("train.py", ["model=lite", "model.block=1.5"], "model.block must be a whole number >= 1, got 1.5"),

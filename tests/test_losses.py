@@ -154,6 +154,20 @@ def test_phase_crop_takes_the_same_random_window_of_output_and_photo_at_every_of
     assert len(offsets) == 64  # every phase of the VGG's 8-px pooling grid against the network's 4-px one
 
 
+def test_border_reflect_mirrors_output_and_photo_alike_and_judges_border_pixels_like_the_rest():
+    from fststyle.train.module import border_reflect
+
+    torch.manual_seed(0)
+    output, content = torch.rand(2, 3, 40, 48, requires_grad=True), torch.rand(2, 3, 40, 48)
+    assert border_reflect(output, content, 0) == (output, content)
+    judged, reference = border_reflect(output, content, 6)
+    assert judged.shape == reference.shape == (2, 3, 52, 60)
+    assert torch.equal(judged[..., 6:-6, 6:-6], output) and torch.equal(reference[..., 6:-6, 6:-6], content)
+    assert torch.equal(judged[..., 6:-6, 5], output[..., :, 1]) and torch.equal(reference[..., 0, 6:-6], content[..., 6, :])
+    judged.sum().backward()  # a pixel within the margin of an edge is judged twice (itself and its mirror image)
+    assert output.grad[0, 0, 20, 1].item() == 2 and output.grad[0, 0, 20, 24].item() == 1 and output.grad[0, 0, 20, 0].item() == 1
+
+
 def test_lattice_energy_sees_a_pattern_locked_to_the_4px_grid_and_not_random_texture():
     from fststyle.nets.losses import lattice_energy
 
@@ -212,21 +226,33 @@ def test_coarse_style_asks_for_the_paintings_strokes_twice_as_large():
     assert torch.allclose(loss.coarse_style(twice, 2), loss(torch.nn.functional.avg_pool2d(twice, 2), twice[..., ::2, ::2])["style"])
 
 
-def test_the_training_step_adds_the_coarse_style_term_when_weighted():
+def styled_module(*overrides: str):
+    """A training module of the default config (random VGG) with a random style image set, seeded alike every time."""
     from omegaconf import OmegaConf
 
     from fststyle.train.module import StyleTransferModule
     from tests.test_config import compose_train
 
-    def module(weight: float) -> StyleTransferModule:
-        c = OmegaConf.to_container(compose_train(["loss.weights=random", f"loss.coarse_style_weight={weight}"]), resolve=True)
-        torch.manual_seed(0)
-        m = StyleTransferModule(c["model"], c["loss"], c["style"], c["optim"])
-        m.loss.set_style(torch.rand(1, 3, 64, 64))
-        return m
+    c = OmegaConf.to_container(compose_train(["loss.weights=random", *overrides]), resolve=True)
+    torch.manual_seed(0)
+    m = StyleTransferModule(c["model"], c["loss"], c["style"], c["optim"])
+    m.loss.set_style(torch.rand(1, 3, 64, 64))
+    return m
 
+
+def test_the_training_step_adds_the_coarse_style_term_when_weighted():
     photos = torch.rand(2, 3, 64, 64)
-    plain, coarse = module(0.0).step_losses(photos), module(0.5).step_losses(photos)
+    plain = styled_module("loss.coarse_style_weight=0").step_losses(photos)
+    coarse = styled_module("loss.coarse_style_weight=0.5").step_losses(photos)
     assert "coarse_style" not in plain
     assert coarse["coarse_style"] > 0
     assert torch.allclose(coarse["total"], plain["total"] + coarse["coarse_style"], rtol=1e-5)
+
+
+def test_the_training_step_judges_the_output_mirrored_when_asked():
+    photos = torch.rand(2, 3, 64, 64)
+    plain, mirrored = styled_module("loss.border_reflect=0"), styled_module("loss.border_reflect=8")
+    expected = mirrored.loss(*(torch.nn.functional.pad(x, (8,) * 4, mode="reflect") for x in (mirrored.transformer(photos), photos)))
+    got = mirrored.step_losses(photos)
+    assert torch.allclose(got["content"], expected["content"]) and torch.allclose(got["style"], expected["style"])
+    assert not torch.allclose(got["content"], plain.step_losses(photos)["content"])

@@ -82,7 +82,9 @@ def test_the_recipe_names_the_terms_that_shape_the_look():
     assert "style.weight 0.14" in line and "relu4_3 x100000" in line
     assert "lattice_weight 1e+08 tapered" in line and "coarse_style_weight 1" in line
     config["loss"]["coarse_style_weight"] = 0.0
-    assert "coarse" not in recipe(config)
+    assert "coarse" not in recipe(config) and "border" not in recipe(config)
+    config["loss"]["border_reflect"] = 16
+    assert "border_reflect 16" in recipe(config)
 
 
 def test_the_recipe_listing_says_when_the_wall_time_covers_only_a_resumed_part(monkeypatch, capsys):

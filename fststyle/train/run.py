@@ -310,6 +310,8 @@ def check_values(config: dict) -> None:
             number(f"loss.{group}.{name}", weight, 0, math.inf)
     if "phase_jitter" in loss:
         whole_number("loss.phase_jitter", loss["phase_jitter"], 0)
+    if "border_reflect" in loss:
+        whole_number("loss.border_reflect", loss["border_reflect"], 0)
     if "lattice_taper" in loss:
         boolean("loss.lattice_taper", loss["lattice_taper"])
     if number("optim.lr", optim.get("lr"), 0, math.inf) == 0:
