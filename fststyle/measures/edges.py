@@ -1,7 +1,7 @@
-"""Stripes along the picture's border: a network that learned to paint its own padding.
+"""Stripes along the picture's border: something a network learned to paint there and nowhere else.
 
-Every layer of the transformer pads its input by reflection, so near the border each layer sees a mirrored
-copy of the picture, and a network can learn to paint that as lines along the edge (la_muse did: docs/QUALITY.md).
+Every layer of the transformer pads its input, so a network can tell where the border is, and it can learn to put
+a mark of the painting there (la_muse paints its painting's mirror frame down the left edge: docs/QUALITY.md).
 For each edge, the texture across it in the ``BAND`` pixels next to it (horizontal differences beside the left
 and right edges, vertical ones beside the top and bottom) over the same differences in the interior; the
 output's ratio is divided by the photo's where the photo's own border is busier than its interior (a street
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-BAND = 12  # pixels next to each edge: the stripes seen were 10-20 px wide at 512 px
+BAND = 12  # pixels next to each edge, at the evaluator's 512 px (the stripes it was made for: docs/QUALITY.md)
 
 
 def edge_ratios(image: torch.Tensor, band: int = BAND) -> torch.Tensor:

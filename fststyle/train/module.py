@@ -50,9 +50,10 @@ def phase_crop(output: torch.Tensor, content: torch.Tensor, jitter: int) -> tupl
 def border_reflect(output: torch.Tensor, content: torch.Tensor, margin: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Both mirrored ``margin`` px outward, for the VGG loss only (``loss.border_reflect``).
 
-    The VGG pads with zeros, so its features near the picture's border rest on fewer real pixels and the content term
-    pays less for a change there: the border is where a network can hide the painting's marks (la_muse paints its
-    mirror's frame there as stripes, docs/QUALITY.md). Judged mirrored, a pixel next to the border is judged like any other."""
+    Judged as it is, a picture's border is where a network can paint the painting's marks cheaply: la_muse paints its
+    mirror's frame there as stripes, which lower its style term more than they raise its content term. Judged mirrored
+    (the VGG sees no border, only more picture), the same stripes cost three times the content and no longer pay
+    (measured: docs/QUALITY.md, sixteenth round)."""
     if margin <= 0:
         return output, content
     pad = (margin,) * 4
