@@ -138,6 +138,7 @@ def optimize_image(
         else:  # coarse to fine: the previous pass's result, upsampled
             image = F.interpolate(image, size=target.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
         image = image.detach().requires_grad_(True)
+        skip_dynamo_import()
         if settings.optimizer == "lbfgs":
             # One iteration per step() (no line search, as in Gatys' and jcjohnson's code); the
             # curvature history lives in the optimizer's state across steps.
@@ -174,6 +175,23 @@ def optimize_image(
                 on_iteration(done, image.detach())
     assert image is not None
     return image.detach().clamp(0, 1), history
+
+
+def skip_dynamo_import() -> None:
+    """Build torch.optim optimizers without importing ``torch._dynamo``, which takes longer than the rest of a short run.
+
+    torch wraps ``Optimizer.add_param_group`` and ``zero_grad`` so that torch.compile leaves them alone, and the
+    wrapper imports ``torch._dynamo`` on its first call to say so. Nothing here is compiled: where dynamo is not
+    loaded yet, the two methods are marked as already handled (the attribute the wrapper caches). A torch without
+    that attribute just imports dynamo as before (docs/BENCHMARKS.md, Gatys start-up)."""
+    import sys
+
+    if "torch._dynamo" in sys.modules:
+        return
+    for name in ("add_param_group", "zero_grad"):
+        method = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if method is not None and not hasattr(method, "__dynamo_disable"):
+            setattr(method, "__dynamo_disable", method)
 
 
 def intermediate_path(output: Path, iteration: int) -> Path:

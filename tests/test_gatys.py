@@ -183,3 +183,26 @@ def test_precision_auto_is_resolved_for_the_settings(monkeypatch):
     assert settings_from_config(infer_cfg("precision=fp32")).precision == "fp32"
     with pytest.raises(UserError, match="precision"):
         settings_from_config(infer_cfg("precision=fp8"))
+
+
+def test_the_optimiser_starts_without_importing_torch_dynamo():
+    """torch.optim's first optimizer imports torch._dynamo (seconds of start-up); optimize_image steps around it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from fststyle.gatys import OptimizeSettings, optimize_image\n"
+        "from fststyle.nets.losses import PerceptualLoss\n"
+        "from fststyle.nets.vgg import LossNetwork\n"
+        "torch.manual_seed(0)\n"
+        "net = LossNetwork('vgg16', 'random', layers=['relu2_2', 'relu3_3'])\n"
+        "loss = PerceptualLoss(net, {'relu3_3': 1.0}, {'relu2_2': 1.0}, style_weight=1e3)\n"
+        "image, history = optimize_image(loss, torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48),\n"
+        "                                OptimizeSettings(iterations=3), progress=False)\n"
+        "assert history[-1]['total'] < history[0]['total'], history\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
