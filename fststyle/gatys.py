@@ -127,6 +127,7 @@ def optimize_image(
     history: list[dict[str, float]] = []
     image: torch.Tensor | None = None
     done = 0
+    skip_dynamo_import()  # before the first optimizer of the process is built
     for (long_side, style_long), iterations in zip(passes, settings.iterations):
         target = content if long_side == final_long else resize_long_side(content, long_side)
         style_image = resize_long_side(style, style_long).to(device)
@@ -138,7 +139,6 @@ def optimize_image(
         else:  # coarse to fine: the previous pass's result, upsampled
             image = F.interpolate(image, size=target.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
         image = image.detach().requires_grad_(True)
-        skip_dynamo_import()
         if settings.optimizer == "lbfgs":
             # One iteration per step() (no line search, as in Gatys' and jcjohnson's code); the
             # curvature history lives in the optimizer's state across steps.

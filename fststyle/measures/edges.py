@@ -31,6 +31,6 @@ def edge_ratios(image: torch.Tensor, band: int = BAND) -> torch.Tensor:
     ])
 
 
-def edge_stripes(output: torch.Tensor, photo: torch.Tensor) -> float:
-    """The worst edge of ``output`` against the same edge of ``photo`` (both [0, 1], the same size)."""
-    return float((edge_ratios(output) / edge_ratios(photo).clamp_min(1.0)).max())
+def edge_stripes(output: torch.Tensor, photo_ratios: torch.Tensor) -> float:
+    """The worst edge of ``output`` against the same edge of its photo (``edge_ratios`` of it, at the same size)."""
+    return float((edge_ratios(output) / photo_ratios.clamp_min(1.0)).max())

@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw
 from fststyle.atomic import atomic_path, write_text
 from fststyle.errors import UserError, exit_code
 from fststyle.images import IMAGE_EXTENSIONS, load_image, save_image, to_pil
-from fststyle.measures.edges import edge_stripes
+from fststyle.measures.edges import edge_ratios, edge_stripes
 from fststyle.measures.flicker import consecutive_difference, pan_clip, warped_difference
 from fststyle.measures.quality import PHOTO_SIZE, STYLE_LAYERS, STYLE_SIZE, QualityMeter
 from fststyle.measures.weave import WeaveMeter, band_stats, grid_added, grid_lines
@@ -223,7 +223,7 @@ def evaluate(
     for photo_path in paths:
         photo = load_image(photo_path, size).to(device)
         photo_feats = entries[0].meter.features(photo)  # the meters share one network: once per photo
-        photo_weave, photo_grid = band_stats(photo)[1], grid_lines(photo.cpu())
+        photo_weave, photo_grid, photo_edges = band_stats(photo)[1], grid_lines(photo.cpu()), edge_ratios(photo.cpu())
         row_cells = [(to_pil(photo.cpu()), photo_path.name)]
         for e in entries:
             start = time.perf_counter()
@@ -237,7 +237,7 @@ def evaluate(
             row = Row(e.name, photo_path.name, sum(layers) / len(layers), e.meter.content_from(feats, photo_feats).item(),
                       e.meter.style_from(photo_feats).item(), seconds, **dict(zip(STYLE_LAYERS, layers)),
                       weave=peaks / photo_weave, fine=share / max(e.weave.style_share, 1e-20), grid=grid_added(output.cpu(), photo_grid),
-                      edge=edge_stripes(output.cpu(), photo.cpu()))
+                      edge=edge_stripes(output.cpu(), photo_edges))
             if flicker and e.stylizer is not None:
                 row.flicker, row.input_flicker = clip_flicker(e.stylizer, photo[0].cpu(), pan)
             rows.append(row)
