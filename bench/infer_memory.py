@@ -1,5 +1,6 @@
 """Peak memory (RSS) and time stylizing a 3840x2160 image, each way in its own process: the untiled PyTorch
-baseline, infer.py's default (tile=auto: 4K whole with OpenVINO) or the --tile given, and infer.py tile=null.
+baseline, infer.py's default (tile=auto: 4K whole with OpenVINO in bf16, in PyTorch's exact bands in fp32) or the
+--tile given, and infer.py tile=null (one untiled pass).
 
     python bench/infer_memory.py [--tile-stats exact|downscaled] [--tile auto|N] [--skip-baseline] [--skip-untiled]
 """
@@ -41,7 +42,7 @@ def peak_rss(cmd: list[str]) -> tuple[float, float]:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tile-stats", default="exact")
-    parser.add_argument("--tile", default="auto", help="infer.py's tile= (auto: 4K whole with OpenVINO; N: N-px tiles in PyTorch)")
+    parser.add_argument("--tile", default="auto", help="infer.py's tile= (auto; N: pieces of about N x N pixels in PyTorch)")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-untiled", action="store_true", help="do not also run infer.py tile=null (one pass)")
     args = parser.parse_args()

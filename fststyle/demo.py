@@ -162,7 +162,7 @@ def fit(photo, size: int | None):
     photo = photo[..., :3]
     if photo.shape[0] * photo.shape[1] > MAX_PIXELS:
         raise UserError(f"the photo is {photo.shape[1]}x{photo.shape[0]}: more than {MAX_PIXELS // 1_000_000} MP; "
-                        "use fststyle-infer for pictures this large (it tiles them)")
+                        "use fststyle-infer for pictures this large (it stylizes them in pieces)")
     if size and max(photo.shape[:2]) != size:
         from fststyle.images import fit_long_side
 

@@ -274,16 +274,18 @@ def test_tile_option(tmp_path, style_file):
     def engine(*overrides):
         return Engine(infer_settings(config("input=x", "output=y", *overrides)), style_file)
 
-    auto = engine()  # on the CPU with OpenVINO: 4K whole (exact, and less memory than tiles), 8K in 1024-px tiles
-    assert auto.backend == "openvino" and auto.tile == 1024 and not auto.tiled(2160, 3840) and auto.tiled(4320, 7680)
-    torch_auto = engine("backend=torch", "device=cpu")  # PyTorch on the CPU: 4K in tiles (memory)
-    assert torch_auto.tile == 1024 and not torch_auto.tiled(1080, 1920) and torch_auto.tiled(2160, 3840)
+    bf16 = engine("precision=bf16")  # on the CPU with OpenVINO in bf16: 4K whole (exact, within 2 GB), 8K in pieces
+    assert bf16.backend == "openvino" and bf16.tile == 512 and not bf16.tiled(2160, 3840) and bf16.tiled(4320, 7680)
+    fp32 = engine("precision=fp32")  # fp32 activations are twice the size: 4K in PyTorch's bands (memory)
+    assert fp32.backend == "openvino" and fp32.tile == 512 and not fp32.tiled(1080, 1920) and fp32.tiled(2160, 3840)
+    torch_auto = engine("backend=torch", "device=cpu")  # PyTorch on the CPU: 4K in bands (memory)
+    assert torch_auto.tile == 512 and not torch_auto.tiled(1080, 1920) and torch_auto.tiled(2160, 3840)
     assert engine("tile=1024").tiled(1080, 1920)
     assert engine("tile=null").tile is None and engine("tile=2048", "backend=torch").tile == 2048
     for bad in ["tile=abc", "tile=8", "tile=true"]:
         with pytest.raises(UserError, match="tile must be auto, null or a number"):
             engine(bad)
-    # above the tile size the image goes through PyTorch's tiling, whatever the backend: the same picture
+    # above the tile size the image goes through PyTorch's bands, whatever the backend: the same picture
     src = picture(tmp_path / "in.png", (150, 90))
     infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'tiled.png'}", "tile=64", "overlap=32")
     infer(f"ckpt={style_file}", f"input={src}", f"output={tmp_path / 'whole.png'}")

@@ -116,3 +116,63 @@ def test_import_fststyle_is_cheap():
 
     code = "import sys, fststyle; assert 'torch' not in sys.modules; from fststyle import Stylizer; assert 'torch' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TransformerConfig(),
+        TransformerConfig(upsample="bilinear"),
+        TransformerConfig(end_kernel=7),
+        TransformerConfig(base_channels=16, residual_blocks=2, end_kernel=3),  # the lite shape
+        TransformerConfig(base_channels=16, residual_blocks=2, end_kernel=3, block=2),
+    ],
+    ids=["johnson", "bilinear", "kernel7", "lite", "blocks"],
+)
+def test_bands_equal_the_whole_pass(config):
+    """Bands are exact: every band, whatever its height, is the untiled network's rows (float rounding only),
+    for the network as trained and for its faster inference form."""
+    from fststyle.infer.bands import stylize_banded
+    from fststyle.infer.rewrite import faster_equivalent
+
+    torch.manual_seed(0)
+    net = TransformerNet(config).eval()
+    for p in net.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    image = smooth_photo(200, 248)
+    with torch.inference_mode():
+        whole = net(image)
+        for form in (net, faster_equivalent(net)):
+            for rows in (8, 36, 1000):
+                assert (stylize_banded(form, image, rows) - whole).abs().max() < 1e-5
+
+
+def test_stylizer_pieces_are_bands(net):
+    """Above the tile size the Stylizer's exact statistics come from bands: the untiled picture, not a seam bound."""
+    image = smooth_photo()
+    assert (Stylizer(net, tile=128)(image) - Stylizer(net)(image)).abs().max() < 1e-5
+
+
+def test_moments_merge_bands_exactly():
+    """The band statistics: Chan's merge of per-band centred sums equals one pass over the whole, far from zero too."""
+    from fststyle.infer.bands import Moments
+
+    x = 30 + 2 * torch.randn(2, 5, 37, 41, dtype=torch.float64).float()
+    moments = Moments()
+    for a in range(0, 37, 10):
+        moments.add(x[:, :, a:a + 10])
+    mean, var = moments.result()
+    var_ref, mean_ref = torch.var_mean(x.double(), dim=(-2, -1), correction=0)
+    assert torch.allclose(mean, mean_ref, rtol=1e-6) and torch.allclose(var, var_ref, rtol=1e-5)
+
+
+def test_transposed_upsampling_goes_in_tiles():
+    """No band form for a fractionally strided convolution: such a network keeps the tiles' per-norm passes."""
+    from fststyle.infer.bands import supports
+
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(upsample="transpose")).eval()
+    assert not supports(net) and supports(TransformerNet())
+    image = smooth_photo()
+    mae = (Stylizer(net, tile=128, overlap=64)(image) - Stylizer(net)(image)).abs().mean().item()
+    assert mae < 2 / 255, mae * 255

@@ -20,10 +20,10 @@ BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 RUNTIMES = ("openvino", "onnxruntime")  # ONNX runtimes on the CPU, fastest first (bench/infer_speed.py)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TILE_STATS = ("exact", "downscaled")
-# tile=auto: (largest pixel count stylized whole, tile side). Exact statistics in tiles cost several times
-# the compute of one pass, so only images too big for memory are tiled: OpenVINO runs a 4K frame whole in
-# less memory than PyTorch's tiles (docs/BENCHMARKS.md), PyTorch on the CPU tiles above 4 MP.
-TILE_AUTO = {"cuda": (4096 * 4096, 4096), "openvino": (4096 * 2304, 1024), "other": (2048 * 2048, 1024)}
+# tile=auto: (largest pixel count stylized whole, piece side). Pieces cost more compute than one pass, so only
+# images too big for memory go in pieces: OpenVINO runs a 4K frame whole in bf16 within 2 GB, in fp32 it needs
+# more and PyTorch's bands take less (docs/BENCHMARKS.md); PyTorch on the CPU goes in bands above 4 MP.
+TILE_AUTO = {"cuda": (4096 * 4096, 4096), "openvino": (4096 * 2304, 512), "other": (2048 * 2048, 512)}
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ class Plan:
 
 def plan(settings: InferSettings) -> Plan:
     """``backend=auto``: an ONNX runtime on the CPU (OpenVINO, else onnxruntime in fp32: faster there, and no
-    PyTorch import), PyTorch otherwise. ``tile=auto``: up to 4096x2304 whole with OpenVINO (4K), 4 MP with PyTorch on the CPU,
-    16 MP on CUDA; larger in tiles."""
+    PyTorch import), PyTorch otherwise. ``tile=auto``: up to 4096x2304 whole with OpenVINO in bf16 (4K), 4 MP on the
+    CPU otherwise, 16 MP on CUDA; larger in pieces (exact bands for Johnson's network)."""
     backend, device = settings.backend, settings.device
     on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely()) or backend in RUNTIMES
     device_type = "cpu" if on_cpu else _torch_device_type(device)  # asked once: it imports torch
@@ -120,7 +120,10 @@ def plan(settings: InferSettings) -> Plan:
     if settings.tile is None:
         whole, tile = None, None
     elif settings.tile == "auto":
-        kind = "cuda" if backend == "torch" and device_type == "cuda" else backend if backend in TILE_AUTO else "other"
+        if backend == "torch" and device_type == "cuda":
+            kind = "cuda"
+        else:  # fp32 activations are twice bf16's: a 4K pass in OpenVINO then takes more memory than the bands
+            kind = "openvino" if backend == "openvino" and precision != "fp32" else "other"
         whole, tile = TILE_AUTO[kind]
     else:
         whole, tile = None, settings.tile
@@ -130,7 +133,7 @@ def plan(settings: InferSettings) -> Plan:
 class Engine:
     """The network of ``ckpt`` behind the planned backend: ``engine(batch)`` maps (N, H, W, 3) uint8 to the same.
 
-    Images that need tiles always go through PyTorch's tiling. The style file is loaded at construction, so
+    Images too large to go whole always go through PyTorch's pieces (fststyle.infer.tiling). The style file is loaded at construction, so
     a bad one is reported before any input is read.
     """
 

@@ -108,7 +108,8 @@ class Stylizer:
             tiled = bool(self.tile) and max(h, w) > self.tile
         if tiled:
             align = self.net.align
-            padded = F.pad(content, (0, (-w) % align, 0, (-h) % align), mode="reflect").to(self.dtype)
+            pad = (0, (-w) % align, 0, (-h) % align)
+            padded = (F.pad(content, pad, mode="reflect") if any(pad) else content).to(self.dtype)  # 4K: no copy
             out = stylize_tiled(self.net.transformer, padded, self.tile, self.overlap, self.tile_stats)[:, :, :h, :w]
         else:
             x = images.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)

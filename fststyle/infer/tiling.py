@@ -1,19 +1,19 @@
-"""Stylize images of any size in overlapping tiles, with instance-norm statistics of the whole image.
+"""Stylize images of any size in pieces, with instance-norm statistics of the whole image.
 
-Instance norm normalises every channel by its mean and variance over the picture, so a tile
+Instance norm normalises every channel by its mean and variance over the picture, so a piece
 normalised by its own statistics comes out brighter, darker or differently textured than its
-neighbour, and the seams show. Here every tile uses the statistics of the whole image instead:
+neighbour, and the seams show. Here every piece uses the statistics of the whole image instead.
+
+Johnson's network (the zoo's, full and lite) goes through :mod:`fststyle.infer.bands`: full-width row
+bands, exact, each layer computed once except two (4K in fp32 on 2 CPU cores within 2 GB;
+docs/BENCHMARKS.md). Other networks (U-Net skips, transposed up-sampling) go in overlapping tiles here:
 
 1. ``stats="exact"`` (default): passes over the tiles, one per instance-norm layer. Pass k runs
    every tile only up to norm layer k (earlier layers already normalised with their whole-image
    statistics) and adds up per-channel sums over the pixels the tile owns, so the statistics are
-   those of the untiled network, up to tile-edge effects that the overlap keeps away. For
-   Johnson's network this runs per segment: the encoder's passes in tiles, the residual blocks
-   whole at quarter resolution (128 channels: 0.27 GB for 4K in fp32), the decoder's passes in
-   tiles, so only the short encoder and decoder prefixes are repeated (4K on 2 CPU cores: 30 s and
-   1.74 GB, vs 10.4 s untiled in OpenVINO; docs/BENCHMARKS.md).
-   ``stats="downscaled"``: one pass over a copy of the image downscaled to the tile size
-   (cheap, but downscaling changes the statistics: visibly different output, no seams).
+   those of the untiled network, up to tile-edge effects that the overlap keeps away.
+   ``stats="downscaled"`` (any network): one pass over a copy of the image downscaled to the tile
+   size (cheap, but downscaling changes the statistics: visibly different output, no seams).
 2. the final pass writes the tiles, normalised with those statistics, blended with linear ramps
    where they overlap so that no tile edge (where reflection padding replaces real context)
    is ever visible.
@@ -31,10 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fststyle.infer.rewrite import SubPixelUpsample
-from fststyle.nets.transformer import TransformerNet, Upsample, resize2x, to_image
-
-ALIGN = 4  # the network down-samples twice by 2
+from fststyle.infer import bands
+from fststyle.infer.bands import ALIGN
+from fststyle.nets.transformer import TransformerNet, to_image
 
 
 class _StopForward(Exception):
@@ -141,14 +140,14 @@ def downscaled(image: torch.Tensor, long_side: int) -> torch.Tensor:
 def stylize_tiled(net: nn.Module, image: torch.Tensor, tile: int = 1024, overlap: int = 128, stats: str = "exact") -> torch.Tensor:
     """``net(image)`` for an (N, 3, H, W) image with H, W multiples of 4 (8 on 2x2 blocks), computed ``tile`` pixels at a time.
 
-    The output stays on the CPU in float32 (a 4K image is 100 MB there; on the device it would be
-    the memory we are trying to save).
-
-    Exact statistics for Johnson's network are taken segment by segment (``_exact_by_segments``), instead
-    of one pass over the whole network per norm layer (15 passes; 4K took 544 s, now 30 s).
+    The output of the tiles stays on the CPU in float32 (a 4K image is 100 MB there; on the device it
+    would be the memory we are trying to save). Exact statistics for Johnson's network: bands
+    (:mod:`fststyle.infer.bands`) instead of tiles.
     """
     if stats not in ("exact", "downscaled"):
         raise ValueError(f"stats must be 'exact' or 'downscaled', got {stats!r}")
+    if stats == "exact" and bands.supports(net):  # full-width bands, exact, no overlap (about a tile's pixels on a GPU)
+        return bands.stylize_banded(net, image, None if image.device.type == "cpu" else tile * tile // image.shape[-1])
     block = net.config.block if isinstance(net, TransformerNet) else 1
     if block > 1:  # tiles of the space-to-depth image, on which the layers run as a plain network
         blocks = F.pixel_unshuffle(image, block)
@@ -156,8 +155,6 @@ def stylize_tiled(net: nn.Module, image: torch.Tensor, tile: int = 1024, overlap
         return F.pixel_shuffle(out, block)
     tile = max(ALIGN * 16, tile // ALIGN * ALIGN)  # smaller tiles would be mostly overlap
     overlap = min(overlap // ALIGN * ALIGN, tile // 2)
-    if stats == "exact" and isinstance(net, (TransformerNet, OnBlocks)) and not net.skips:  # skips need the whole net
-        return _exact_by_segments(net, image, tile, overlap)
     return run_tiles(net, image, tile, overlap, stats)
 
 
@@ -171,47 +168,6 @@ class OnBlocks(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return to_image(self.net[0].on_blocks(x))
-
-
-def _exact_by_segments(net: TransformerNet, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """Tiles where activations are large (full and half resolution), whole tensors where they are small.
-
-    The encoder runs in tiles up to its last convolution; that output (quarter resolution) is kept whole,
-    so its norm, the residual blocks and the first up-sampling layer need no statistics passes. The rest
-    of the decoder runs in tiles of the half-resolution activations.
-    """
-    device = next(net.parameters()).device
-    *first, last = net.encoder
-    body, post = split_norm(last)
-    quarter = run_tiles(nn.Sequential(*first, body), image, tile, overlap, "exact", scale=0.25, out_device=device)
-    quarter = post(quarter.to(image.dtype).contiguous(memory_format=torch.channels_last))
-    quarter = net.residuals(quarter)
-    body, post = split_norm(net.decoder[0])
-    half = post(body(quarter))
-    del quarter
-    rest = nn.Sequential(*list(net.decoder)[1:])
-    return run_tiles(rest, half, tile // 2, overlap // 2, "exact", scale=2, finish=to_image)
-
-
-def split_norm(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """A layer that ends in instance norm (+ ReLU) as (what comes before the norm, the norm and the rest)."""
-    if isinstance(layer, SubPixelUpsample):
-        return _Call(layer.body), layer.post
-    if isinstance(layer, Upsample) and layer.mode != "transpose":
-        conv = list(layer.conv)
-        return nn.Sequential(_Call(lambda x: resize2x(x, layer.mode)), *conv[:2]), nn.Sequential(*conv[2:])
-    layers = list(layer.conv if isinstance(layer, Upsample) else layer)
-    split = next(i for i, m in enumerate(layers) if isinstance(m, nn.InstanceNorm2d))
-    return nn.Sequential(*layers[:split]), nn.Sequential(*layers[split:])
-
-
-class _Call(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
 
 
 def run_tiles(
