@@ -151,6 +151,9 @@ def test_stylizer_pieces_are_bands(net):
     """Above the tile size the Stylizer's exact statistics come from bands: the untiled picture, not a seam bound."""
     image = smooth_photo()
     assert (Stylizer(net, tile=128)(image) - Stylizer(net)(image)).abs().max() < 1e-5
+    for rewrite in (True, False):  # bf16, in the faster form and as trained
+        whole = Stylizer(net, precision="bf16", rewrite=rewrite)(image)
+        assert (Stylizer(net, precision="bf16", tile=128, rewrite=rewrite)(image) - whole).abs().mean() < 1 / 255
 
 
 def test_moments_merge_bands_exactly():

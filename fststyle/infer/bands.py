@@ -111,8 +111,9 @@ def _layer_rows(layer: nn.Module, source: Rows, height: int) -> Rows:
 
         return rows
     if isinstance(layer, Upsample):  # resize, then the ConvLayer on the resized rows
-        if layer.mode == "nearest":
-            return _layer_rows(SubPixelUpsample(layer), source, height)
+        if layer.mode == "nearest":  # the network as trained (rewrite=False): its exact faster form, in its dtype
+            weight = layer.conv[1].weight
+            return _layer_rows(SubPixelUpsample(layer).to(weight.device, weight.dtype), source, height)
         return _layer_rows(layer.conv, _resized_rows(source, height), 2 * height)
     if isinstance(layer, SpaceToDepthConv):
         pad = layer.pad.padding[0]
