@@ -39,6 +39,7 @@ def style_entry(name: str, image: str | None = None) -> dict:
     if name in NOT_STYLES or not path.is_file():
         path = config_dir() / "style" / "custom.yaml"
     entry = OmegaConf.load(path)
+    entry = entry.style if "style" in entry else entry  # a file that also sets loss options keeps style.* under style
     if image is not None:
         entry.image = str(image)
     entry.name = name

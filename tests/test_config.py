@@ -69,3 +69,37 @@ def test_defaults_follow_johnson():
     assert list(cfg.loss.content_layers) == ["relu3_3"]  # Johnson's code (content layer 16 of the Torch VGG16)
     assert list(cfg.loss.style_layers) == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
     assert cfg.optim.lr == 1e-3 and cfg.model.residual_blocks == 5
+
+
+def test_a_style_file_sets_its_recipes_loss_options():
+    """starry_night, the_scream, mosaic and la_muse train with the coarse style term, as their shipped files did; the
+    command line still wins over the style file, and the other styles and your own painting leave it off."""
+    for style in ("starry_night", "the_scream", "mosaic", "la_muse"):
+        assert compose_train([f"style={style}"]).loss.coarse_style_weight == 1
+    assert compose_train(["style=la_muse", "loss.coarse_style_weight=0"]).loss.coarse_style_weight == 0
+    assert compose_train(["style=la_muse", "loss=vgg19"]).loss.coarse_style_weight == 1  # style comes after loss
+    for others in (["style=wave"], ["style=custom", "style.image=/tmp/mine.jpg"], ["style=multi", "style.names=[wave,la_muse]"]):
+        assert compose_train(others).loss.coarse_style_weight == 0
+
+
+@pytest.mark.parametrize("style", ["starry_night", "the_scream", "la_muse"])
+def test_style_file_reproduces_the_shipped_recipe(style):
+    """The three shipped files trained from scratch with the coarse term record the balance their conf file composes."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(CONF.parent / "fststyle" / "zoo" / f"{style}.safetensors"), "pt") as f:
+        shipped = json.loads(f.metadata()["config"])
+    cfg = compose_train([f"style={style}"])
+    for key in ("weight", "balance", "size", "layers"):
+        assert OmegaConf.to_container(cfg.style)[key] == shipped["style"][key], key
+    assert cfg.loss.coarse_style_weight == shipped["loss"]["coarse_style_weight"]
+
+
+def test_style_entry_reads_both_layouts():
+    """style=multi reads each name's conf/style file: a root-level one (style: + loss:) gives its style part."""
+    from fststyle.config import style_entry
+
+    assert style_entry("la_muse")["weight"] == 2.5e5 and style_entry("wave")["weight"] == 1.0
+    assert style_entry("la_muse")["name"] == "la_muse" and "loss" not in style_entry("la_muse")
