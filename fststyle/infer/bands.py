@@ -31,7 +31,7 @@ ALIGN = 4  # the network down-samples twice by 2; band edges on that grid start 
 
 def supports(net: nn.Module) -> bool:
     """Whether ``net`` is a network this module streams (Johnson's layout, resize up-sampling, no skips)."""
-    if not isinstance(net, TransformerNet) or net.skips:
+    if not isinstance(net, TransformerNet) or net.skips or net.config.styles > 1:  # one style: TransformerNet.single
         return False
     return all(not isinstance(m, Upsample) or m.mode != "transpose" for m in net.decoder)
 

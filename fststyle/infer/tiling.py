@@ -120,13 +120,13 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def ramp(length: int, overlap_before: int, overlap_after: int, device) -> torch.Tensor:
+def ramp(length: int, overlap_before: int, overlap_after: int) -> torch.Tensor:
     """Blend weights along one axis: rising over the overlap with the previous tile, falling into the next."""
-    w = torch.ones(length, device=device)
+    w = torch.ones(length)
     if overlap_before:
-        w[:overlap_before] = torch.linspace(0, 1, overlap_before + 2, device=device)[1:-1]
+        w[:overlap_before] = torch.linspace(0, 1, overlap_before + 2)[1:-1]
     if overlap_after:
-        w[length - overlap_after:] = torch.linspace(1, 0, overlap_after + 2, device=device)[1:-1]
+        w[length - overlap_after:] = torch.linspace(1, 0, overlap_after + 2)[1:-1]
     return w
 
 
@@ -176,13 +176,10 @@ def run_tiles(
     tile: int,
     overlap: int,
     stats: str,
-    scale: float = 1,
-    out_device: torch.device | str = "cpu",
-    finish=None,
 ) -> torch.Tensor:
-    """``net(image)`` tile by tile, with whole-image norm statistics; ``net`` changes the resolution by ``scale``.
+    """``net(image)`` tile by tile, with whole-image norm statistics; the output on the CPU in float32.
 
-    Tiles are blended with linear ramps where they overlap. ``finish`` maps each output tile (float32).
+    Tiles are blended with linear ramps where they overlap.
     """
     n, _, h, w = image.shape
     device = next(net.parameters()).device
@@ -224,14 +221,11 @@ def run_tiles(
             norm.measure = None
         out = weight = None
         for y, x, th, tw, _, before, after in tiles():
-            result = run_tile(y, x, th, tw).float()
-            if finish is not None:
-                result = finish(result)
+            result = run_tile(y, x, th, tw).float().cpu()
             if out is None:
-                out = torch.zeros(n, result.shape[1], round(h * scale), round(w * scale), device=out_device)
-                weight = torch.zeros(1, 1, *out.shape[-2:], device=out_device)
-            s = lambda v: round(v * scale)  # noqa: E731 - input pixels -> output pixels
-            wgt = ramp(s(th), s(before[0]), s(after[0]), out_device)[:, None] * ramp(s(tw), s(before[1]), s(after[1]), out_device)[None, :]
-            out[:, :, s(y):s(y + th), s(x):s(x + tw)] += result.to(out_device) * wgt
-            weight[:, :, s(y):s(y + th), s(x):s(x + tw)] += wgt
+                out = torch.zeros(n, result.shape[1], h, w)
+                weight = torch.zeros(1, 1, h, w)
+            wgt = ramp(th, before[0], after[0])[:, None] * ramp(tw, before[1], after[1])[None, :]
+            out[:, :, y:y + th, x:x + tw] += result * wgt
+            weight[:, :, y:y + th, x:x + tw] += wgt
     return out.div_(weight)
