@@ -57,6 +57,8 @@ def stylize_banded(net: TransformerNet, image: torch.Tensor, rows: int | None = 
 
 
 def _stream(net: TransformerNet, image: torch.Tensor, rows: int) -> torch.Tensor:
+    """The layers in order; at most three quarter-resolution tensors (in a residual block), or a half- and a
+    quarter-resolution one, are whole at a time."""
     rows = max(ALIGN, rows // ALIGN * ALIGN)
     height = image.shape[-2]
     first, second, third = net.encoder
@@ -164,7 +166,7 @@ class Moments:
     """Per-channel mean and (biased) variance over bands of rows: each band's centred sums, merged into running
     float64 totals (Chan et al.). ``torch.var_mean`` over a channels-last band took several times as long; the
     totals are updated in place, because small tensors kept alive between the bands' large temporaries
-    fragmented the heap (the process grew by hundreds of MB over a pass)."""
+    fragmented the heap (docs/BENCHMARKS.md, 2026-12-07)."""
 
     def __init__(self):
         self.count, self.mean, self.squares = 0, None, None
@@ -231,13 +233,6 @@ def _apply(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, relu: bool
 
 
 def _normalised(rows: Rows, layer: nn.Module, stats: tuple[torch.Tensor, torch.Tensor]) -> Rows:
-    scale, shift, relu = None, None, None
-
-    def normalised(a: int, b: int) -> torch.Tensor:
-        nonlocal scale, shift, relu
-        y = rows(a, b)
-        if scale is None:
-            scale, shift, relu = _affine(layer, *stats, y.dtype)
-        return _apply(y, scale, shift, relu)
-
-    return normalised
+    """Rows of ``layer``'s output, normalised (and ReLU'd) with the whole image's statistics ``stats``."""
+    scale, shift, relu = _affine(layer, *stats, next(layer.parameters()).dtype)
+    return lambda a, b: _apply(rows(a, b), scale, shift, relu)
