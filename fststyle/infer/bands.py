@@ -15,7 +15,7 @@ does not cover (U-Net skips, transposed up-sampling) go through :mod:`fststyle.i
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -190,12 +190,17 @@ class Moments:
         return self.mean, self.squares / self.count
 
 
+def _bands(rows: Rows, height: int, band: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(a, b, rows a:b) for every band of ``band`` rows, top to bottom."""
+    for a in range(0, height, band):
+        b = min(height, a + band)
+        yield a, b, rows(a, b)
+
+
 def _fill(rows: Rows, height: int, band: int, moments: Moments | None = None) -> torch.Tensor:
     """The whole activation, computed ``band`` rows at a time into one tensor (its moments added up on the way)."""
     out = None
-    for a in range(0, height, band):
-        b = min(height, a + band)
-        y = rows(a, b)
+    for a, b, y in _bands(rows, height, band):
         if out is None:
             out = torch.empty((y.shape[0], y.shape[1], height, y.shape[-1]), dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
         out[:, :, a:b] = y
@@ -206,8 +211,8 @@ def _fill(rows: Rows, height: int, band: int, moments: Moments | None = None) ->
 
 def _statistics(rows: Rows, height: int, band: int) -> tuple[torch.Tensor, torch.Tensor]:
     moments = Moments()
-    for a in range(0, height, band):
-        moments.add(rows(a, min(height, a + band)))
+    for _, _, y in _bands(rows, height, band):
+        moments.add(y)
     return moments.result()
 
 
@@ -217,13 +222,20 @@ def _norm_and_relu(layer: nn.Module) -> tuple[nn.Module, bool]:
     return norm, any(isinstance(m, nn.ReLU) for m in post)
 
 
-def _affine(layer: nn.Module, mean: torch.Tensor, var: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """The norm as y = x * scale + shift (per image and channel), and whether a ReLU follows."""
-    norm, relu = _norm_and_relu(layer)
+def norm_affine(norm: nn.InstanceNorm2d, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Instance norm with the given (N, C) statistics as ``x * scale + shift``, (N, C) each, in the statistics' dtype."""
     scale = torch.rsqrt(var + norm.eps)
     shift = -mean * scale
     if norm.affine:
-        scale, shift = scale * norm.weight.double(), shift * norm.weight.double() + norm.bias.double()
+        weight, bias = norm.weight.to(mean.dtype), norm.bias.to(mean.dtype)
+        scale, shift = scale * weight, shift * weight + bias
+    return scale, shift
+
+
+def _affine(layer: nn.Module, mean: torch.Tensor, var: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The layer's norm as y = x * scale + shift (per image and channel, in ``dtype``), and whether a ReLU follows."""
+    norm, relu = _norm_and_relu(layer)
+    scale, shift = norm_affine(norm, mean, var)
     return scale.to(dtype)[:, :, None, None], shift.to(dtype)[:, :, None, None], relu
 
 

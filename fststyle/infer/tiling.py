@@ -68,13 +68,8 @@ class WholeImageNorm:
                     raise _StopForward
             if self.stats is None:
                 return None  # plain instance norm (the downscaled pass)
-            mean, var = (s.to(x.dtype)[:, :, None, None] for s in self.stats[index])
-            scale = torch.rsqrt(var + module.eps)
-            shift = -mean * scale
-            if module.affine:
-                weight, bias = module.weight.to(x.dtype)[None, :, None, None], module.bias.to(x.dtype)[None, :, None, None]
-                scale, shift = scale * weight, shift * weight + bias
-            return torch.addcmul(shift, x, scale)  # one full-size tensor: tiles are about memory
+            scale, shift = bands.norm_affine(module, *(s.to(x.dtype) for s in self.stats[index]))
+            return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])  # one full-size tensor: tiles are about memory
 
         return hook
 
