@@ -56,12 +56,13 @@ def recipe(config: dict) -> str:
     lattice = f", lattice_weight {loss['lattice_weight']:g}" if loss.get("lattice_weight") else ""
     lattice += " tapered" if lattice and loss.get("lattice_taper") else ""
     coarse = f", coarse_style_weight {loss['coarse_style_weight']:g}" if loss.get("coarse_style_weight") else ""
+    ripple = f", ripple_weight {loss['ripple_weight']:g} (peak {loss.get('ripple_peak', 100):g})" if loss.get("ripple_weight") else ""
     border = f", border_reflect {loss['border_reflect']}" if loss.get("border_reflect") else ""
     teacher = f", distilled from {config['teacher']} (distill_weight {loss.get('distill_weight', 0):g})" if config.get("teacher") else ""
     start = config.get("init_from_record")
     start = f"; fine-tuned from a {start.get('steps')}-step network ({start.get('recipe')})" if start else ""
     return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}{balance}, "
-            f"style.size {style.get('size')}{scaled}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}{lattice}{coarse}{border}"
+            f"style.size {style.get('size')}{scaled}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}{lattice}{coarse}{ripple}{border}"
             f"{teacher}{start}")
 
 

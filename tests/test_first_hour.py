@@ -110,6 +110,8 @@ def run_cli(script: str, *args: str, cwd=None):
     ("train.py", ["model=lite", "model.end_kernel=4"], "model.end_kernel must be odd, got 4"),
     ("train.py", ["model=lite", "model.skips=maybe"], "model.skips must be true or false, got 'maybe'"),
     ("train.py", ["loss.coarse_style_weight=-1"], "loss.coarse_style_weight must be a number between 0 and inf, got -1"),
+    ("train.py", ["loss.ripple_weight=-1"], "loss.ripple_weight must be a number between 0 and inf, got -1"),
+    ("train.py", ["loss.ripple_peak=0.5"], "loss.ripple_peak must be a number between 1 and inf, got 0.5"),
     ("train.py", ["speed.keep_freed_memory=maybe"], "speed.keep_freed_memory must be true or false, got 'maybe'"),
     ("infer.py", ["ckpt=starry_night", "input=x.jpg", "output=y.jpg", "style_mix={bad"], "style_mix={bad: not a valid option"),
     ("infer.py", ["ckpt=starry_night", "input=x.jpg", "output=y.jpg", "size=-5"], "size must be a whole number >= 16 or null, got -5"),

@@ -85,6 +85,9 @@ def test_the_recipe_names_the_terms_that_shape_the_look():
     assert "coarse" not in recipe(config) and "border" not in recipe(config)
     config["loss"]["border_reflect"] = 16
     assert "border_reflect 16" in recipe(config)
+    assert "ripple" not in recipe(config)
+    config["loss"]["ripple_weight"] = 2e5
+    assert "ripple_weight 200000 (peak 100)" in recipe(config)
 
 
 def test_the_recipe_listing_says_when_the_wall_time_covers_only_a_resumed_part(monkeypatch, capsys):

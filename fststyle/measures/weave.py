@@ -20,18 +20,25 @@ PERIODS = (2.0, 6.0)  # pixels: the stroke scale of a ~4-px ripple
 LUMA = (0.299, 0.587, 0.114)
 
 
-def _spectrum(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(power, period in px) over the 2-D frequencies of a (1, 3, H, W) or (3, H, W) [0, 1] image."""
-    x = image.float().reshape(-1, *image.shape[-2:]) if image.shape[-3] == 1 else image.float().reshape(3, *image.shape[-2:])
-    luma = x[0] if len(x) == 1 else sum(w * c for w, c in zip(LUMA, x))
-    h, w = luma.shape
-    window = torch.hann_window(h, periodic=False)[:, None] * torch.hann_window(w, periodic=False)[None, :]
-    power = torch.fft.rfft2((luma - luma.mean()) * window).abs().pow(2)
-    fy = torch.fft.fftfreq(h)[:, None]
-    fx = torch.fft.rfftfreq(w)[None, :]
+def luma_spectrum(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(power (N, H, W // 2 + 1), period in px (H, W // 2 + 1)) of a batch of (N, 3, H, W) [0, 1] images' luma
+    (N, 1, H, W: the one channel), mean removed, Hann-windowed. Differentiable: the ripple loss trains against it."""
+    x = images.float()
+    luma = x[:, 0] if x.shape[1] == 1 else sum(w * x[:, i] for i, w in enumerate(LUMA))
+    h, w = luma.shape[-2:]
+    window = torch.hann_window(h, periodic=False, device=x.device)[:, None] * torch.hann_window(w, periodic=False, device=x.device)
+    power = torch.fft.rfft2((luma - luma.mean(dim=(-2, -1), keepdim=True)) * window).abs().pow(2)
+    fy = torch.fft.fftfreq(h, device=x.device)[:, None]
+    fx = torch.fft.rfftfreq(w, device=x.device)[None, :]
     radius = (fy.pow(2) + fx.pow(2)).sqrt()
     period = torch.where(radius > 0, 1 / radius.clamp_min(1e-12), torch.inf)
     return power, period
+
+
+def _spectrum(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(power, period in px) over the 2-D frequencies of a (1, 3, H, W) or (3, H, W) [0, 1] image."""
+    power, period = luma_spectrum(image.reshape(1, -1, *image.shape[-2:]))
+    return power[0], period
 
 
 def band_stats(image: torch.Tensor, periods: tuple[float, float] = PERIODS) -> tuple[float, float]:
@@ -42,6 +49,28 @@ def band_stats(image: torch.Tensor, periods: tuple[float, float] = PERIODS) -> t
     values = power[band]
     top = values.topk(max(1, values.numel() // 1000)).values.mean()
     return float(values.sum() / total), float(top / values.median().clamp_min(1e-20))
+
+
+def ripple_share(output: torch.Tensor, photo: torch.Tensor, peak: float = 100.0, margin: float = 2.0) -> torch.Tensor:
+    """Share of each output's fine band (``PERIODS``) that sits in sharp spectral peaks the photo does not have.
+
+    A regular ripple off the network's grid (the_scream's combed lines, ~3 px apart) puts its energy in a few
+    frequencies, wherever the picture lets it; brush texture and the photo's edges spread theirs over the band. A
+    frequency counts above ``peak`` x the band's median power, or above ``margin`` x the photo's own power there
+    (scaled by the two medians), whichever is higher: a skyline's window columns may be painted, harder even.
+    The thresholds and the band's total are held fixed, so the gradient only lowers the peaks (it cannot win by
+    raising the rest of the band). A training term (``loss.ripple_weight``), and the evaluator's ``ripple`` column.
+    ``output`` and ``photo``: (N, 3, H, W) in [0, 1]; the mean over the batch."""
+    out_power, period = luma_spectrum(output)
+    photo_power = luma_spectrum(photo)[0]
+    band = (period >= PERIODS[0]) & (period <= PERIODS[1])
+    out_band, photo_band = out_power[:, band], photo_power[:, band]
+    with torch.no_grad():
+        out_level = out_band.median(dim=1, keepdim=True).values
+        photo_level = photo_band.median(dim=1, keepdim=True).values.clamp_min(1e-20)
+        threshold = out_level * torch.maximum(torch.full_like(photo_band, peak), margin * photo_band / photo_level)
+        total = out_band.sum(dim=1).clamp_min(1e-20)
+    return ((out_band - threshold).clamp_min(0).sum(dim=1) / total).mean()
 
 
 class WeaveMeter:

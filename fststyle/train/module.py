@@ -15,6 +15,7 @@ from torchvision.utils import make_grid
 from fststyle.errors import UserError
 from fststyle.images import save_image
 from fststyle.measures.quality import STYLE_SIZE, QualityMeter
+from fststyle.measures.weave import ripple_share
 from fststyle.nets.losses import build_loss, lattice_energy
 from fststyle.nets.stability import stability_loss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
@@ -85,6 +86,7 @@ class StyleTransferModule(pl.LightningModule):
         self.lattice_weight = float(loss.get("lattice_weight", 0.0))  # against the weave: lattice_energy
         self.lattice_taper = bool(loss.get("lattice_taper", False))  # absent: the flat mean of older recipes
         self.coarse_style_weight = float(loss.get("coarse_style_weight", 0.0))  # x the style term at half size
+        self.ripple = {k: float(loss.get(f"ripple_{k}", d)) for k, d in (("weight", 0.0), ("peak", 100.0), ("margin", 2.0))}
         self.stability = {k: loss.get(f"stability_{k}", d) for k, d in (("weight", 0.0), ("noise", 0.02), ("shift", 3))}
         # teacher=FILE: a trained network whose outputs the transformer also learns to match (a lite twin's
         # distillation). Frozen, and kept out of checkpoints like the VGG: it is rebuilt from the run's config. Left in
@@ -206,6 +208,9 @@ class StyleTransferModule(pl.LightningModule):
         if self.lattice_weight > 0:
             losses["lattice"] = self.lattice_weight * lattice_energy(output, period=self.transformer.config.stride, taper=self.lattice_taper)
             losses["total"] = losses["total"] + losses["lattice"]
+        if self.ripple["weight"] > 0:  # the weave off the grid: sharp spectral peaks the photo does not have
+            losses["ripple"] = self.ripple["weight"] * ripple_share(output, content, self.ripple["peak"], self.ripple["margin"])
+            losses["total"] = losses["total"] + losses["ripple"]
         if self.stability["weight"] > 0:  # Gupta et al.: the same picture shifted and noisy paints the same
             term = self.stability["weight"] * stability_loss(
                 self.transformer, content, output, self.stability["noise"], int(self.stability["shift"])

@@ -302,12 +302,14 @@ def check_values(config: dict) -> None:
         number("style.weight", style.get("weight"), 0, math.inf)
     for name, scale in (style.get("layers") or {}).items():
         number(f"style.layers.{name}", scale, 0, math.inf)
-    for key in ("content_weight", "tv_weight", "stability_weight", "distill_weight", "lattice_weight", "coarse_style_weight"):
+    for key in ("content_weight", "tv_weight", "stability_weight", "distill_weight", "lattice_weight", "coarse_style_weight", "ripple_weight", "ripple_margin"):
         if key in loss:
             number(f"loss.{key}", loss[key], 0, math.inf)
     for group in ("content_layers", "style_layers"):
         for name, weight in (loss.get(group) or {}).items():
             number(f"loss.{group}.{name}", weight, 0, math.inf)
+    if "ripple_peak" in loss:
+        number("loss.ripple_peak", loss["ripple_peak"], 1, math.inf)
     if "phase_jitter" in loss:
         whole_number("loss.phase_jitter", loss["phase_jitter"], 0)
     if "border_reflect" in loss:
