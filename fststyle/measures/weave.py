@@ -21,8 +21,8 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 def luma_spectrum(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(power (N, H, W // 2 + 1), period in px (H, W // 2 + 1)) of a batch of (N, 3, H, W) [0, 1] images' luma
-    (N, 1, H, W: the one channel), mean removed, Hann-windowed. Differentiable: the ripple loss trains against it."""
+    """(power (N, H, W // 2 + 1), period in px (H, W // 2 + 1)) of the luma of (N, 3, H, W) [0, 1] images (or of
+    (N, 1, H, W) grey ones), mean removed, Hann-windowed. Differentiable: ``loss.ripple_weight`` trains through it."""
     x = images.float()
     luma = x[:, 0] if x.shape[1] == 1 else sum(w * x[:, i] for i, w in enumerate(LUMA))
     h, w = luma.shape[-2:]
