@@ -226,8 +226,9 @@ def evaluate(
     for photo_path in paths:
         photo = load_image(photo_path, size).to(device)
         photo_feats = entries[0].meter.features(photo)  # the meters share one network: once per photo
-        photo_weave, photo_grid, photo_edges = band_stats(photo)[1], grid_lines(photo.cpu()), edge_ratios(photo.cpu())
-        row_cells = [(to_pil(photo.cpu()), photo_path.name)]
+        photo_cpu = photo.cpu()  # the spectral and border measures run on the CPU
+        photo_weave, photo_grid, photo_edges = band_stats(photo_cpu)[1], grid_lines(photo_cpu), edge_ratios(photo_cpu)
+        row_cells = [(to_pil(photo_cpu), photo_path.name)]
         for e in entries:
             start = time.perf_counter()
             output = e.output(photo_path, photo)
@@ -236,15 +237,16 @@ def evaluate(
             seconds = time.perf_counter() - start if e.stylizer is not None else float("nan")
             feats = e.meter.features(output)
             layers = e.meter.style_layers_from(feats)[0].tolist()
-            share, peaks = band_stats(output.cpu())  # one spectrum serves both weave numbers
+            output_cpu = output.cpu()
+            share, peaks = band_stats(output_cpu)  # one spectrum serves both weave numbers
             row = Row(e.name, photo_path.name, sum(layers) / len(layers), e.meter.content_from(feats, photo_feats).item(),
                       e.meter.style_from(photo_feats).item(), seconds, **dict(zip(STYLE_LAYERS, layers)),
-                      weave=peaks / photo_weave, fine=share / max(e.weave.style_share, 1e-20), grid=grid_added(output.cpu(), photo_grid),
-                      edge=edge_stripes(output.cpu(), photo_edges), ripple=100 * ripple_share(output.cpu(), photo.cpu()).item())
+                      weave=peaks / photo_weave, fine=share / max(e.weave.style_share, 1e-20), grid=grid_added(output_cpu, photo_grid),
+                      edge=edge_stripes(output_cpu, photo_edges), ripple=100 * ripple_share(output_cpu, photo_cpu).item())
             if flicker and e.stylizer is not None:
-                row.flicker, row.input_flicker = clip_flicker(e.stylizer, photo[0].cpu(), pan)
+                row.flicker, row.input_flicker = clip_flicker(e.stylizer, photo_cpu[0], pan)
             rows.append(row)
-            row_cells.append((to_pil(output.cpu()), f"{e.name}  style {row.style:.3f}  content {row.content:.3f}"))
+            row_cells.append((to_pil(output_cpu), f"{e.name}  style {row.style:.3f}  content {row.content:.3f}"))
         cells.append(row_cells)
     if video:
         stylizing = [e for e in entries if e.stylizer is not None]

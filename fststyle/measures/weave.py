@@ -68,7 +68,7 @@ def ripple_share(output: torch.Tensor, photo: torch.Tensor, peak: float = 100.0,
     with torch.no_grad():
         out_level = out_band.median(dim=1, keepdim=True).values
         photo_level = photo_band.median(dim=1, keepdim=True).values.clamp_min(1e-20)
-        threshold = out_level * torch.maximum(torch.full_like(photo_band, peak), margin * photo_band / photo_level)
+        threshold = out_level * (margin * photo_band / photo_level).clamp_min(peak)
         total = out_band.sum(dim=1).clamp_min(1e-20)
     return ((out_band - threshold).clamp_min(0).sum(dim=1) / total).mean()
 
