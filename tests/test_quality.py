@@ -133,41 +133,6 @@ def test_weave_measure_sees_a_period_4_ripple_and_not_smooth_texture():
     assert 0 < share < 10
 
 
-def test_ripple_share_sees_regular_lines_off_the_grid_and_not_texture_or_the_photos_own_stripes():
-    """the_scream's combed lines, ~3 px apart and tilted: a sharp spectral peak. Brush noise is not one, nor stripes the
-    photo has (painted harder); descending the term removes the lines and leaves the texture."""
-    from fststyle.measures.weave import ripple_share
-
-    torch.manual_seed(7)
-    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
-    smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 6, 6), size=(128, 128), mode="bicubic", align_corners=False)
-    photo = (smooth + 0.02 * torch.randn(2, 3, 128, 128)).clamp(0, 1)
-    assert ripple_share(photo, photo).item() == 0
-    texture = (photo + 0.06 * torch.randn(2, 3, 128, 128)).clamp(0, 1)
-    lines = 0.06 * torch.sin(2 * torch.pi * (0.36 * yy + 0.05 * xx))
-    combed = (texture + lines).clamp(0, 1)
-    assert ripple_share(texture, photo).item() < 0.02
-    assert ripple_share(combed, photo).item() > 0.2
-    windows = 0.1 * torch.sin(2 * torch.pi * xx / 5.8)  # the photo's own stripes (a skyline's window columns)
-    striped = (photo + windows).clamp(0, 1)
-    painted = (striped + 0.3 * windows + 0.06 * torch.randn(2, 3, 128, 128)).clamp(0, 1)  # kept, with texture
-    assert ripple_share(painted, striped).item() < 0.02
-    assert ripple_share(painted, photo).item() > 0.2  # the same stripes, on a photo without them
-
-    image = combed.clone().requires_grad_(True)
-    start = ripple_share(image, photo).item()
-    optimizer = torch.optim.Adam([image], lr=2e-3)
-    for _ in range(60):
-        optimizer.zero_grad()
-        ripple_share(image, photo).backward()
-        optimizer.step()
-    after = image.detach()
-    assert ripple_share(after, photo).item() < start / 4
-    lines, noise = lines.expand_as(texture), texture - photo
-    assert ((after - texture) * lines).sum() / lines.pow(2).sum() < 0.3  # what is left of the lines
-    assert ((after - photo) * noise).sum() / noise.pow(2).sum() > 0.8  # the texture stays
-
-
 def test_grid_measure_counts_a_pattern_locked_to_the_4px_grid_and_not_the_photos_own_stripes():
     from fststyle.measures.weave import grid_added, grid_lines
 
