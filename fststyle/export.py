@@ -16,7 +16,7 @@ def export_checkpoint(ckpt: str | Path, export_dir: str | Path) -> Path:
     """Export the transformer of a Lightning training checkpoint as ``<export_dir>/<style>.safetensors``."""
     net, meta = load_network(Path(ckpt))
     style = {"name": meta.style, "image": meta.style_image, "sha256": meta.style_sha256, "styles": meta.styles}
-    return export_transformer(net, Path(export_dir) / f"{meta.style or 'style'}.safetensors", style, meta.config)
+    return export_transformer(net, Path(export_dir) / f"{meta.style or 'style'}.safetensors", style, meta.config, meta.training)
 
 
 def main(argv: list[str] | None = None) -> int:

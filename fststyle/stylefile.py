@@ -115,7 +115,8 @@ def read_meta(path: str | Path) -> StyleMeta:
     if not path.is_file():
         raise UserError(f"ckpt: no such file {str(path)!r}")
     if path.suffix == ".ckpt":
-        return checkpoint_meta(read_checkpoint(path)[0])
+        hparams, _, training = read_checkpoint(path)
+        return checkpoint_meta(hparams, training)
     try:
         header = raw_header(path)
     except OSError as e:
@@ -133,7 +134,7 @@ def style_names_of(path: str | Path) -> list[str]:
 
 # --- training checkpoints ---------------------------------------------------------------------------
 
-_last_checkpoint: tuple[tuple, tuple[dict, dict]] | None = None
+_last_checkpoint: tuple[tuple, tuple[dict, dict, dict]] | None = None
 
 
 def load_checkpoint_file(path: str | Path) -> dict:
@@ -155,8 +156,8 @@ def load_checkpoint_file(path: str | Path) -> dict:
     return ckpt
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """(hyper_parameters, state_dict) of a training checkpoint (``load_checkpoint_file``'s checks).
+def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
+    """(hyper_parameters, state_dict, training record) of a training checkpoint (``load_checkpoint_file``'s checks).
 
     The last one read is kept (keyed by path, size and mtime): infer.py asks a ``.ckpt`` for its styles and
     then loads it, and a multi-style checkpoint should be read from disk once.
@@ -170,12 +171,22 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns) if stat else None
     if key is None or _last_checkpoint is None or _last_checkpoint[0] != key:
         ckpt = load_checkpoint_file(path)
-        _last_checkpoint = (key, (ckpt["hyper_parameters"], ckpt["state_dict"]))
+        _last_checkpoint = (key, (ckpt["hyper_parameters"], ckpt["state_dict"], checkpoint_training(ckpt)))
     return _last_checkpoint[1]
 
 
-def checkpoint_meta(hparams: dict) -> StyleMeta:
-    """A training checkpoint's hyper-parameters as the record its export will carry."""
+def checkpoint_training(ckpt: dict) -> dict:
+    """How the checkpointed network was made so far: the record training saved with it, or, in a checkpoint
+    written before it saved one, what the checkpoint itself says (its step, image size and data)."""
+    record = ckpt.get("training_record")
+    if isinstance(record, dict):
+        return record
+    data = (ckpt["hyper_parameters"].get("config") or {}).get("data") or {}
+    return {"steps": ckpt.get("global_step"), "image_size": data.get("image_size"), "data": data.get("path") or data.get("name")}
+
+
+def checkpoint_meta(hparams: dict, training: dict | None = None) -> StyleMeta:
+    """A training checkpoint's hyper-parameters (and training record) as the record its export will carry."""
     style = hparams.get("style", {})
     styles = style.get("styles") or []
     return StyleMeta(
@@ -183,6 +194,7 @@ def checkpoint_meta(hparams: dict) -> StyleMeta:
         architecture={**hparams["model"], **({"styles": len(styles)} if len(styles) > 1 else {})},
         styles=[{k: s.get(k) for k in ("name", "image", "sha256")} for s in styles],
         config=hparams.get("config") or {},
+        training=training or {},
     )
 
 
@@ -300,8 +312,8 @@ def load_network(path: str | Path) -> tuple["TransformerNet", StyleMeta]:
     if not path.is_file():
         raise UserError(f"ckpt: no such file {str(path)!r}")
     if path.suffix == ".ckpt":
-        hparams, state = read_checkpoint(path)
-        meta = checkpoint_meta(hparams)
+        hparams, state, training = read_checkpoint(path)
+        meta = checkpoint_meta(hparams, training)
         state = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
         config = check_architecture(meta.architecture, path)
         check_shapes(config, {k: tuple(v.shape) for k, v in state.items()}, path)

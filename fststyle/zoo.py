@@ -151,12 +151,25 @@ def _main(argv: list[str]) -> int:
             print(f"shipped {add(src)}")
         return 0
     for row in describe():
-        resumed = row.get("resumed_at_step")  # the wall time covers only the steps after the last resume
-        wall = f"{row.get('wall_time_s')} s" + (f" for steps {resumed}-{row.get('steps')}" if resumed else "")
-        print(f"{row['name']}: {row['recipe']}; {row.get('steps')} steps x batch {row.get('batch')} at {row.get('image_size')} px "
-              f"on {row.get('data')}, {row.get('precision')}, {wall} on {row.get('machine')}; "
-              f"fststyle {row.get('fststyle')}")
+        print(f"{row['name']}: {row['recipe']}; {provenance(row)}; fststyle {row.get('fststyle')}")
     return 0
+
+
+def provenance(row: dict) -> str:
+    """How long and where a model trained, leaving out what its record does not say (an export of a
+    checkpoint written before checkpoints carried the record knows only its step, image size and data)."""
+    def known(key: str) -> bool:
+        return row.get(key) is not None
+
+    resumed = row.get("resumed_at_step")  # the wall time covers only the steps after the last resume
+    parts = [f"{row.get('steps')} steps" + (f" x batch {row['batch']}" if known("batch") else "")
+             + (f" at {row['image_size']} px" if known("image_size") else "") + (f" on {row['data']}" if known("data") else "")]
+    if known("precision"):
+        parts.append(str(row["precision"]))
+    if known("wall_time_s"):
+        parts.append(f"{row['wall_time_s']} s" + (f" for steps {resumed}-{row.get('steps')}" if resumed else "")
+                     + (f" on {row['machine']}" if known("machine") else ""))
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":

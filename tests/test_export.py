@@ -60,6 +60,23 @@ def test_export_from_lightning_checkpoint_and_cli(tmp_path):
     assert main([str(tmp_path / "missing.ckpt")]) == 2
 
 
+def test_an_export_of_a_checkpoint_says_how_far_it_trained(tmp_path):
+    net = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1))
+    ckpt = {
+        "state_dict": {f"transformer.{k}": v for k, v in net.state_dict().items()}, "global_step": 40,
+        "hyper_parameters": {"model": net.config.to_dict(), "style": {"name": "udnie"},
+                             "config": {"data": {"image_size": 256, "path": "photos/"}}},
+    }
+    torch.save(ckpt, tmp_path / "old.ckpt")  # written before checkpoints carried their record
+    _, meta = load_transformer(export_checkpoint(tmp_path / "old.ckpt", tmp_path / "old"))
+    assert meta.training == {"steps": 40, "image_size": 256, "data": "photos/"}
+    record = {"steps": 40, "batch": 4, "image_size": 256, "data": "photos/", "precision": "32-true",
+              "machine": "CPU", "wall_time_s": 480, "resumed_at_step": None}
+    torch.save({**ckpt, "training_record": record}, tmp_path / "new.ckpt")
+    _, meta = load_transformer(export_checkpoint(tmp_path / "new.ckpt", tmp_path / "new"))
+    assert meta.training == record
+
+
 def test_other_architecture_is_refused(tmp_path):
     path = export_transformer(TransformerNet(TransformerConfig(base_channels=8)), tmp_path / "a.safetensors", {"name": "a"})
     from safetensors import safe_open

@@ -7,7 +7,7 @@ from fststyle.errors import UserError
 from fststyle.nets.losses import build_loss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
 from fststyle.style import load_style
-from fststyle.stylefile import load_transformer
+from fststyle.stylefile import load_transformer, read_meta
 from fststyle.train.data import StyleDataModule
 from fststyle.train.run import train
 from tests.conftest import PIPE_TEST_BALANCE
@@ -90,3 +90,7 @@ def test_resume_continues_from_last_checkpoint(trained):
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 32
     assert not any(k.startswith("loss.network.") for k in ckpt["state_dict"])  # VGG is not saved
+    # the checkpoint says how it was made, so an export of it (a run stopped early) says so too
+    record = ckpt["training_record"]
+    assert record["steps"] == 32 and record["resumed_at_step"] == 30 and record["precision"] and record["machine"]
+    assert read_meta(out / "checkpoints" / "last.ckpt").training == record

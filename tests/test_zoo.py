@@ -91,10 +91,17 @@ def test_the_recipe_names_the_terms_that_shape_the_look():
 
 
 def test_the_recipe_listing_says_when_the_wall_time_covers_only_a_resumed_part(monkeypatch, capsys):
-    rows = [{"name": "a", "recipe": "r", "steps": 3400, "wall_time_s": 1250, "resumed_at_step": 2600},
-            {"name": "b", "recipe": "r", "steps": 600, "wall_time_s": 900, "resumed_at_step": None}]
+    rows = [{"name": "a", "recipe": "r", "steps": 3400, "wall_time_s": 1250, "resumed_at_step": 2600, "machine": "CPU"},
+            {"name": "b", "recipe": "r", "steps": 600, "wall_time_s": 900, "resumed_at_step": None, "machine": "CPU"}]
     monkeypatch.setattr(zoo, "describe", lambda: rows)
     assert zoo.main([]) == 0
     a, b = capsys.readouterr().out.splitlines()
     assert "1250 s for steps 2600-3400 on" in a
     assert "900 s on" in b and "for steps" not in b
+
+
+def test_the_recipe_listing_leaves_out_what_a_record_does_not_say():
+    assert zoo.provenance({"steps": 40, "image_size": 256, "data": "photos/"}) == "40 steps at 256 px on photos/"
+    full = {"steps": 600, "batch": 4, "image_size": 256, "data": "coco", "precision": "32-true", "wall_time_s": 900,
+            "machine": "CPU"}
+    assert zoo.provenance(full) == "600 steps x batch 4 at 256 px on coco, 32-true, 900 s on CPU"

@@ -82,6 +82,9 @@ class ExportStyle(Callback):
             "finished": time.strftime("%Y-%m-%d"),
         }
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, module: StyleTransferModule, checkpoint: dict) -> None:
+        checkpoint["training_record"] = self.training_record(trainer)  # what an export of this checkpoint says
+
     def on_fit_end(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
         if trainer.is_global_zero:
             self.path = export_transformer(
