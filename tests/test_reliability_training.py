@@ -146,12 +146,27 @@ def test_resume_of_a_run_preempted_at_its_last_step_still_exports(tmp_path, phot
 
 
 # -- subprocess trainings: killed for real --------------------------------------------------------
-def start_training(run: Path, photos: Path, style: Path, *extra: str) -> subprocess.Popen:
+def start_training(run: Path, photos: Path, style: Path, *extra: str, new_group: bool = False) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     args = overrides(run, photos, style, f"hydra.run.dir={run}", "+logger.flush_logs_every_n_steps=1", *extra)
     return subprocess.Popen(
-        [sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=new_group,  # its own process group, to be signalled as a whole
     )
+
+
+def test_sigterm_to_the_whole_job_with_loader_workers_still_saves(tmp_path, photos, style_image):
+    """scancel, a container stop or ``pkill -f train.py`` signal the DataLoader workers too: the run must still
+    save its checkpoint at the step instead of dying of a worker 'killed by signal: Terminated'."""
+    run = tmp_path / "run"
+    slow = ["+callbacks.slow._target_=tests.slow.SlowSteps", "+callbacks.slow.seconds=0.3"]
+    proc = start_training(run, photos, style_image, "trainer.max_steps=200", "data.num_workers=1", *slow, new_group=True)
+    wait_for(lambda: logged_step(run) >= 2, proc)
+    os.killpg(proc.pid, signal.SIGTERM)  # the training process, its workers, everything it started
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "SIGTERM: saved" in out and "killed by signal" not in out
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == logged_step(run) + 1
 
 
 def logged_step(run: Path) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+import signal
 import warnings
 from pathlib import Path
 
@@ -372,6 +373,7 @@ class StyleDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=leave_sigterm_to_the_trainer,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -379,3 +381,14 @@ class StyleDataModule(pl.LightningDataModule):
         # rank 0's sample grid shows them all, and the rank-synced val loss is still their mean.
         sampler = DistributedSampler(self.val_set, num_replicas=1, rank=0, shuffle=False)
         return DataLoader(self.val_set, batch_size=len(self.val_set), sampler=sampler, num_workers=0)
+
+
+def leave_sigterm_to_the_trainer(worker_id: int) -> None:
+    """A SIGTERM sent to the whole job (``scancel``, a container stop, ``pkill -f train.py``) reaches the loader's
+    workers too, and a worker killed first takes the trainer down before it can save its checkpoint. A worker
+    lets the first one pass: the trainer saves at the step and shuts its workers down. A second SIGTERM (the
+    shutdown's own ``terminate()``) ends the worker as usual."""
+    def first_passes(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, first_passes)
