@@ -306,3 +306,12 @@ def test_the_training_step_adds_the_ripple_term_of_its_output_against_its_photos
     expected = 1e5 * ripple_share(rippled.transformer(photos), photos, 20, 1)
     assert got["ripple"] > 0 and torch.allclose(got["ripple"], expected, rtol=1e-5)
     assert torch.allclose(got["total"], before["total"] + got["ripple"], rtol=1e-5)
+
+
+def test_the_progress_bar_shows_every_term_the_training_step_adds():
+    from fststyle.train.progress import TERMS
+
+    terms = styled_module("loss.coarse_style_weight=0.5", "loss.ripple_weight=1e5", "loss.lattice_weight=1e8",
+                          "loss.stability_weight=1e7").step_losses(torch.rand(2, 3, 64, 64))
+    assert {"coarse_style", "ripple", "lattice", "stability"} <= terms.keys()
+    assert terms.keys() - {"total"} <= set(TERMS)
