@@ -146,6 +146,9 @@ def test_resume_of_a_run_preempted_at_its_last_step_still_exports(tmp_path, phot
 
 
 # -- subprocess trainings: killed for real --------------------------------------------------------
+SLOW = ["+callbacks.slow._target_=tests.slow.SlowSteps", "+callbacks.slow.seconds=0.3"]  # steps long enough to signal between
+
+
 def start_training(run: Path, photos: Path, style: Path, *extra: str, new_group: bool = False) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     args = overrides(run, photos, style, f"hydra.run.dir={run}", "+logger.flush_logs_every_n_steps=1", *extra)
@@ -159,8 +162,7 @@ def test_sigterm_to_the_whole_job_with_loader_workers_still_saves(tmp_path, phot
     """scancel, a container stop or ``pkill -f train.py`` signal the DataLoader workers too: the run must still
     save its checkpoint at the step instead of dying of a worker 'killed by signal: Terminated'."""
     run = tmp_path / "run"
-    slow = ["+callbacks.slow._target_=tests.slow.SlowSteps", "+callbacks.slow.seconds=0.3"]
-    proc = start_training(run, photos, style_image, "trainer.max_steps=200", "data.num_workers=1", *slow, new_group=True)
+    proc = start_training(run, photos, style_image, "trainer.max_steps=200", "data.num_workers=1", *SLOW, new_group=True)
     wait_for(lambda: logged_step(run) >= 2, proc)
     os.killpg(proc.pid, signal.SIGTERM)  # the training process, its workers, everything it started
     out = proc.communicate(timeout=120)[0].decode()
@@ -194,8 +196,7 @@ def test_sigkill_and_sigterm_then_resume_continue_the_same_run(tmp_path, photos,
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
     every, total = 3, 30
-    slow = ["+callbacks.slow._target_=tests.slow.SlowSteps", "+callbacks.slow.seconds=0.3"]
-    common = [f"trainer.max_steps={total}", "optim.schedule=linear", "optim.lr=0.01", *slow]
+    common = [f"trainer.max_steps={total}", "optim.schedule=linear", "optim.lr=0.01", *SLOW]
 
     # 1. SIGKILL between checkpoints: at most one checkpoint interval is lost.
     proc = start_training(run, photos, style_image, *common, f"checkpoint_every={every}")
