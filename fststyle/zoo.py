@@ -58,12 +58,28 @@ def recipe(config: dict) -> str:
     coarse = f", coarse_style_weight {loss['coarse_style_weight']:g}" if loss.get("coarse_style_weight") else ""
     ripple = f", ripple_weight {loss['ripple_weight']:g} (peak {loss.get('ripple_peak', 100):g})" if loss.get("ripple_weight") else ""
     border = f", border_reflect {loss['border_reflect']}" if loss.get("border_reflect") else ""
-    teacher = f", distilled from {config['teacher']} (distill_weight {loss.get('distill_weight', 0):g})" if config.get("teacher") else ""
+    spectrum = f", spectrum_weight {loss['spectrum_weight']:g}" if loss.get("spectrum_weight") else ""
+    teacher = f", distilled from {config['teacher']} (distill_weight {loss.get('distill_weight', 0):g}{spectrum})" if config.get("teacher") else ""
     start = config.get("init_from_record")
     start = f"; fine-tuned from a {start.get('steps')}-step network ({start.get('recipe')})" if start else ""
     return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}{balance}, "
             f"style.size {style.get('size')}{scaled}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}{lattice}{coarse}{ripple}{border}"
             f"{teacher}{start}")
+
+
+FINE_TUNED = "; fine-tuned from a "
+
+
+def lineage(line: str) -> list[str]:
+    """A recipe line split into its runs, newest first: each fine-tune's recipe nests the whole line of the network
+    it started from (``recipe``), ten levels deep for a twin tuned as often as udnie_lite."""
+    runs = []
+    while FINE_TUNED in line:
+        head, rest = line.split(FINE_TUNED, 1)
+        steps, inner = rest.split("-step network (", 1)
+        runs.append(f"{head}{FINE_TUNED}{steps}-step network")
+        line = inner[:-1]  # the closing parenthesis
+    return [*runs, line]
 
 
 def add(src: str | Path, name: str | None = None) -> Path:
@@ -150,8 +166,21 @@ def _main(argv: list[str]) -> int:
         for src in argv[1:]:
             print(f"shipped {add(src)}")
         return 0
-    for row in describe():
-        print(f"{row['name']}: {row['recipe']}; {provenance(row)}; fststyle {row.get('fststyle')}")
+    rows = describe()
+    if argv:  # NAME [NAME ...]: every run of each, newest first
+        unknown = [name for name in argv if name not in {row["name"] for row in rows}]
+        if unknown:
+            raise UserError(f"no shipped style {unknown[0]!r}; shipped: {', '.join(row['name'] for row in rows)}")
+        for row in (row for row in rows if row["name"] in argv):
+            print(f"{row['name']}: {provenance(row)}; fststyle {row.get('fststyle')}")
+            for i, run in enumerate(lineage(row["recipe"]), 1):
+                print(f"  {i}. {run}")
+        return 0
+    for row in rows:
+        runs = lineage(row["recipe"])
+        earlier = len(runs) - 1
+        earlier = f" ({earlier} earlier run{'s' * (earlier > 1)}: python -m fststyle.zoo {row['name']})" if earlier else ""
+        print(f"{row['name']}: {runs[0]}{earlier}; {provenance(row)}; fststyle {row.get('fststyle')}")
     return 0
 
 

@@ -244,6 +244,36 @@ def test_ripple_share_sees_regular_lines_off_the_grid_and_not_texture_or_the_pho
     assert ((after - photo) * noise).sum() / noise.pow(2).sum() > 0.8  # the texture stays
 
 
+def test_spectrum_gap_sees_a_ripple_the_teacher_lacks_and_texture_the_student_lost():
+    """A lite twin's weave (a sharp ripple its teacher does not paint) and its lost brush texture (a smoother copy)
+    both open the gap; descending it takes the ripple out and leaves the teacher's texture."""
+    from fststyle.measures.weave import spectrum_gap
+
+    torch.manual_seed(3)
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 6, 6), size=(128, 128), mode="bicubic", align_corners=False)
+    teacher = (smooth + 0.06 * torch.randn(2, 3, 128, 128)).clamp(0, 1)
+    assert spectrum_gap(teacher, teacher).item() == 0
+    lines = 0.06 * torch.sin(2 * torch.pi * (0.36 * yy + 0.05 * xx))
+    rippled = (teacher + lines).clamp(0, 1)
+    flat = torch.nn.functional.avg_pool2d(teacher, 5, stride=1, padding=2, count_include_pad=False)
+    near = (teacher + 0.01 * torch.randn(2, 3, 128, 128)).clamp(0, 1)
+    assert spectrum_gap(near, teacher) < 0.5 * spectrum_gap(rippled, teacher)
+    assert spectrum_gap(near, teacher) < 0.5 * spectrum_gap(flat, teacher)
+
+    image = rippled.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([image], lr=2e-3)
+    for _ in range(60):
+        optimizer.zero_grad()
+        spectrum_gap(image, teacher).backward()
+        optimizer.step()
+    after = image.detach()
+    assert spectrum_gap(after, teacher) < spectrum_gap(rippled, teacher) / 2
+    lines, texture = lines.expand_as(teacher), teacher - smooth
+    assert ((after - teacher) * lines).sum() / lines.pow(2).sum() < 0.3  # what is left of the ripple
+    assert ((after - smooth) * texture).sum() / texture.pow(2).sum() > 0.8  # the teacher's texture stays
+
+
 def test_coarse_style_asks_for_the_paintings_strokes_twice_as_large():
     """The style term at half size is smallest for an output whose texture is the painting's at twice the scale, where
     the full-size term prefers the painting's own scale."""
@@ -306,6 +336,23 @@ def test_the_training_step_adds_the_ripple_term_of_its_output_against_its_photos
     expected = 1e5 * ripple_share(rippled.transformer(photos), photos, 20, 1)
     assert got["ripple"] > 0 and torch.allclose(got["ripple"], expected, rtol=1e-5)
     assert torch.allclose(got["total"], before["total"] + got["ripple"], rtol=1e-5)
+
+
+def test_the_training_step_adds_the_spectrum_gap_to_its_teacher_only_with_a_teacher():
+    from fststyle.measures.weave import spectrum_gap
+    from fststyle.nets.transformer import TransformerConfig, TransformerNet
+
+    torch.manual_seed(2)
+    photos = torch.rand(2, 3, 64, 64)
+    assert "spectrum" not in styled_module("loss.spectrum_weight=1e5").step_losses(photos)  # no teacher: no term
+    teacher = TransformerNet(TransformerConfig(base_channels=8, residual_blocks=1)).eval()
+    module = styled_module("loss.spectrum_weight=1e5", "loss.distill_weight=0")
+    module.teacher, module.spectrum_weight = teacher.requires_grad_(False), 1e5
+    got = module.step_losses(photos)
+    with torch.no_grad():
+        target = teacher(photos)
+    assert got["spectrum"] > 0 and torch.allclose(got["spectrum"], 1e5 * spectrum_gap(module.transformer(photos), target), rtol=1e-5)
+    assert "distill" not in got
 
 
 def test_the_progress_bar_shows_every_term_the_training_step_adds():

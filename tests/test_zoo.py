@@ -100,6 +100,32 @@ def test_the_recipe_listing_says_when_the_wall_time_covers_only_a_resumed_part(m
     assert "900 s on" in b and "for steps" not in b
 
 
+def test_the_listing_gives_a_fine_tuned_models_last_run_and_its_name_every_run(monkeypatch, capsys):
+    from fststyle.zoo import recipe
+
+    config = {"loss": {"content_layers": {"relu3_3": 1.0}, "distill_weight": 1e7}, "style": {"weight": 3.0, "size": 384},
+              "optim": {"lr": 1e-3}, "teacher": "mosaic (mosaic_ft(2).safetensors)"}
+    lines = [recipe(config)]
+    for weight, steps in ((2.5, 800), (2.0, 300)):  # each fine-tune nests the recipe of the file it started from
+        lines.append(recipe({**config, "style": {"weight": weight, "size": 384}, "init_from_record": {"steps": steps, "recipe": lines[-1]}}))
+    assert zoo.lineage(lines[0]) == [lines[0]]
+    runs = zoo.lineage(lines[-1])
+    assert [r.split(zoo.FINE_TUNED)[0] for r in runs] == [r.split(zoo.FINE_TUNED)[0] for r in reversed(lines)]
+    assert runs[0].endswith("fine-tuned from a 300-step network") and runs[1].endswith("from a 800-step network")
+    assert "mosaic (mosaic_ft(2).safetensors)" in runs[2] and "fine-tuned" not in runs[2]
+
+    rows = [{"name": "a_lite", "recipe": lines[-1], "steps": 200}, {"name": "b", "recipe": lines[0], "steps": 600}]
+    monkeypatch.setattr(zoo, "describe", lambda: rows)
+    assert zoo.main([]) == 0
+    a, b = capsys.readouterr().out.splitlines()
+    assert a.startswith(f"a_lite: {runs[0]} (2 earlier runs: python -m fststyle.zoo a_lite); 200 steps")
+    assert b.startswith(f"b: {lines[0]}; 600 steps")
+    assert zoo.main(["a_lite"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [f"  {i}. {r}" for i, r in enumerate(runs, 1)]
+    assert zoo.main(["nope"]) == 2
+    assert "no shipped style 'nope'" in capsys.readouterr().err
+
+
 def test_the_recipe_listing_leaves_out_what_a_record_does_not_say():
     assert zoo.provenance({"steps": 40, "image_size": 256, "data": "photos/"}) == "40 steps at 256 px on photos/"
     full = {"steps": 600, "batch": 4, "image_size": 256, "data": "coco", "precision": "32-true", "wall_time_s": 900,

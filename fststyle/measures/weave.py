@@ -15,6 +15,7 @@ ring of frequencies around it, where a photo or a painted texture spreads its en
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 PERIODS = (2.0, 6.0)  # pixels: the stroke scale of a ~4-px ripple
 LUMA = (0.299, 0.587, 0.114)
@@ -71,6 +72,28 @@ def ripple_share(output: torch.Tensor, photo: torch.Tensor, peak: float = 100.0,
         threshold = out_level * (margin * photo_band / photo_level).clamp_min(peak)
         total = out_band.sum(dim=1).clamp_min(1e-20)
     return ((out_band - threshold).clamp_min(0).sum(dim=1) / total).mean()
+
+
+def _neighbourhood(power: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) power averaged over each frequency's 3x3 neighbours."""
+    return F.avg_pool2d(power[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+
+
+def spectrum_gap(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How far each output's fine-band (``PERIODS``) luma power lies from its target's (a teacher's output of the same
+    photo), both averaged over 3x3 neighbouring frequencies: the summed absolute difference, as a share of the
+    target's band energy (0 = the same spectrum).
+
+    Pixel distillation hardly sees the fine band (its amplitudes are small), so a lite twin can carry a ripple its
+    teacher does not (an excess in a few frequencies), or lose the teacher's fine brush texture (a deficit over the
+    band), at almost no cost in MSE; this weighs both by the energy they move. A training term
+    (``loss.spectrum_weight``, with ``teacher=``); (N, 3, H, W) in [0, 1]; the mean over the batch."""
+    out_power, period = luma_spectrum(output)
+    with torch.no_grad():
+        target_power = luma_spectrum(target)[0]
+    band = (period >= PERIODS[0]) & (period <= PERIODS[1])
+    out_band, target_band = _neighbourhood(out_power)[:, band], _neighbourhood(target_power)[:, band]
+    return ((out_band - target_band).abs().sum(dim=1) / target_band.sum(dim=1).clamp_min(1e-20)).mean()
 
 
 class WeaveMeter:

@@ -15,7 +15,7 @@ from torchvision.utils import make_grid
 from fststyle.errors import UserError
 from fststyle.images import save_image
 from fststyle.measures.quality import STYLE_SIZE, QualityMeter
-from fststyle.measures.weave import ripple_share
+from fststyle.measures.weave import ripple_share, spectrum_gap
 from fststyle.nets.losses import build_loss, lattice_energy
 from fststyle.nets.stability import stability_loss
 from fststyle.nets.transformer import TransformerConfig, TransformerNet
@@ -93,6 +93,7 @@ class StyleTransferModule(pl.LightningModule):
         # train mode like the VGG (its instance norms keep no running statistics, so no layer acts differently).
         self.teacher = teacher.train().requires_grad_(False) if teacher is not None else None
         self.distill_weight = float(loss.get("distill_weight", 0.0)) if teacher is not None else 0.0
+        self.spectrum_weight = float(loss.get("spectrum_weight", 0.0)) if teacher is not None else 0.0
         self.style = style
         self.optim = optim
         self.speed = {**SPEED_DEFAULTS, **(speed or {})}
@@ -217,12 +218,16 @@ class StyleTransferModule(pl.LightningModule):
             )
             losses["stability"] = term
             losses["total"] = losses["total"] + term
-        if self.distill_weight > 0:  # Hinton et al.'s distillation, on pixels: paint what the teacher paints
+        if self.distill_weight > 0 or self.spectrum_weight > 0:
             with torch.no_grad():
                 target = self.teacher(content)
+        if self.distill_weight > 0:  # Hinton et al.'s distillation, on pixels: paint what the teacher paints
             term = self.distill_weight * F.mse_loss(output.float(), target.float())
             losses["distill"] = term
             losses["total"] = losses["total"] + term
+        if self.spectrum_weight > 0:  # ... and its fine texture, no weave of the twin's own: measures/weave.py spectrum_gap
+            losses["spectrum"] = self.spectrum_weight * spectrum_gap(output, target)
+            losses["total"] = losses["total"] + losses["spectrum"]
         return losses
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar
 from tqdm.auto import tqdm
 
-TERMS = ("style", "coarse_style", "content", "tv", "stability", "distill", "lattice", "ripple")  # train/<term>, as StyleTransferModule logs them
+TERMS = ("style", "coarse_style", "content", "tv", "stability", "distill", "spectrum", "lattice", "ripple")  # train/<term>, as StyleTransferModule logs them
 
 
 class RunProgressBar(ProgressBar):

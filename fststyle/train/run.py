@@ -305,7 +305,7 @@ def check_values(config: dict) -> None:
         number("style.weight", style.get("weight"), 0, math.inf)
     for name, scale in (style.get("layers") or {}).items():
         number(f"style.layers.{name}", scale, 0, math.inf)
-    for key in ("content_weight", "tv_weight", "stability_weight", "distill_weight", "lattice_weight", "coarse_style_weight", "ripple_weight", "ripple_margin"):
+    for key in ("content_weight", "tv_weight", "stability_weight", "distill_weight", "lattice_weight", "coarse_style_weight", "ripple_weight", "ripple_margin", "spectrum_weight"):
         if key in loss:
             number(f"loss.{key}", loss[key], 0, math.inf)
     for group in ("content_layers", "style_layers"):
