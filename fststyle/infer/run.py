@@ -66,7 +66,7 @@ def run_fast(settings: InferSettings) -> Path:
             f"or a shipped style's name: {', '.join(zoo.names()) or 'none shipped'}"
         )
     if settings.ckpt == "list":
-        zoo.main()
+        zoo.main([])
         return Path(zoo.ZOO_DIR)
     ckpt, _ = zoo.resolve_model(settings.ckpt)
     style = style_choice(settings, ckpt)
