@@ -209,6 +209,17 @@ def test_lattice_energy_of_an_image_smaller_than_one_block_is_zero_not_nan():
     assert torch.equal(small.grad, torch.zeros_like(small))
 
 
+def descend(term, start: torch.Tensor, steps: int = 60) -> torch.Tensor:
+    """``start`` after ``steps`` Adam steps down ``term`` (an image -> scalar loss)."""
+    image = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([image], lr=2e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        term(image).backward()
+        optimizer.step()
+    return image.detach()
+
+
 def test_ripple_share_sees_regular_lines_off_the_grid_and_not_texture_or_the_photos_own_stripes():
     """the_scream's combed lines, ~3 px apart and tilted: a sharp spectral peak. Brush noise is not one, nor stripes the
     photo has (painted harder); descending the term removes the lines and leaves the texture."""
@@ -230,15 +241,8 @@ def test_ripple_share_sees_regular_lines_off_the_grid_and_not_texture_or_the_pho
     assert ripple_share(painted, striped).item() < 0.02
     assert ripple_share(painted, photo).item() > 0.2  # the same stripes, on a photo without them
 
-    image = combed.clone().requires_grad_(True)
-    start = ripple_share(image, photo).item()
-    optimizer = torch.optim.Adam([image], lr=2e-3)
-    for _ in range(60):
-        optimizer.zero_grad()
-        ripple_share(image, photo).backward()
-        optimizer.step()
-    after = image.detach()
-    assert ripple_share(after, photo).item() < start / 4
+    after = descend(lambda image: ripple_share(image, photo), combed)
+    assert ripple_share(after, photo).item() < ripple_share(combed, photo).item() / 4
     lines, noise = lines.expand_as(texture), texture - photo
     assert ((after - texture) * lines).sum() / lines.pow(2).sum() < 0.3  # what is left of the lines
     assert ((after - photo) * noise).sum() / noise.pow(2).sum() > 0.8  # the texture stays
@@ -261,13 +265,7 @@ def test_spectrum_gap_sees_a_ripple_the_teacher_lacks_and_texture_the_student_lo
     assert spectrum_gap(near, teacher) < 0.5 * spectrum_gap(rippled, teacher)
     assert spectrum_gap(near, teacher) < 0.5 * spectrum_gap(flat, teacher)
 
-    image = rippled.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([image], lr=2e-3)
-    for _ in range(60):
-        optimizer.zero_grad()
-        spectrum_gap(image, teacher).backward()
-        optimizer.step()
-    after = image.detach()
+    after = descend(lambda image: spectrum_gap(image, teacher), rippled)
     assert spectrum_gap(after, teacher) < spectrum_gap(rippled, teacher) / 2
     lines, texture = lines.expand_as(teacher), teacher - smooth
     assert ((after - teacher) * lines).sum() / lines.pow(2).sum() < 0.3  # what is left of the ripple
