@@ -1,7 +1,8 @@
 """The styles that ship with fststyle: ``fststyle/zoo/<name>.safetensors``, usable by name.
 
 ``python infer.py ckpt=starry_night`` finds the file here; ``ckpt=list`` prints the names.
-How each was trained is in its metadata (``python -m fststyle.zoo``) and docs/QUALITY.md.
+How each was trained is in its metadata (``python -m fststyle.zoo``; every run of one: ``python -m fststyle.zoo NAME``) and
+docs/QUALITY.md.
 """
 from __future__ import annotations
 
@@ -178,8 +179,8 @@ def _main(argv: list[str]) -> int:
         return 0
     for row in rows:
         runs = lineage(row["recipe"])
-        earlier = len(runs) - 1
-        earlier = f" ({earlier} earlier run{'s' * (earlier > 1)}: python -m fststyle.zoo {row['name']})" if earlier else ""
+        count = len(runs) - 1
+        earlier = f" ({count} earlier run{'s' * (count > 1)}: python -m fststyle.zoo {row['name']})" if count else ""
         print(f"{row['name']}: {runs[0]}{earlier}; {provenance(row)}; fststyle {row.get('fststyle')}")
     return 0
 
