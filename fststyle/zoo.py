@@ -46,6 +46,9 @@ def describe() -> list[dict]:
     return rows
 
 
+FINE_TUNED = "; fine-tuned from a "  # what ``recipe`` puts before the nested line of the network a run started from
+
+
 def recipe(config: dict) -> str:
     """The settings that decide a style's look, from a training config."""
     loss, style, optim = config.get("loss", {}), config.get("style", {}), config.get("optim", {})
@@ -62,13 +65,10 @@ def recipe(config: dict) -> str:
     spectrum = f", spectrum_weight {loss['spectrum_weight']:g}" if loss.get("spectrum_weight") else ""
     teacher = f", distilled from {config['teacher']} (distill_weight {loss.get('distill_weight', 0):g}{spectrum})" if config.get("teacher") else ""
     start = config.get("init_from_record")
-    start = f"; fine-tuned from a {start.get('steps')}-step network ({start.get('recipe')})" if start else ""
+    start = f"{FINE_TUNED}{start.get('steps')}-step network ({start.get('recipe')})" if start else ""
     return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}{balance}, "
             f"style.size {style.get('size')}{scaled}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}{lattice}{coarse}{ripple}{border}"
             f"{teacher}{start}")
-
-
-FINE_TUNED = "; fine-tuned from a "
 
 
 def lineage(line: str) -> list[str]:
