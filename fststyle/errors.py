@@ -15,10 +15,15 @@ class UserError(Exception):
 def exit_code(run: Callable[[], object]) -> int:
     """0 when ``run()`` succeeds; a ``UserError`` becomes one ``error: ...`` line on stderr and 2.
 
-    ``HYDRA_FULL_ERROR=1`` lets it through with its traceback (Hydra's own switch, for every command).
+    ``HYDRA_FULL_ERROR=1`` lets it through with its traceback (Hydra's own switch, for every command). A reader
+    that left early (``| head``) ends the command quietly, as Python's docs on SIGPIPE advise.
     """
     try:
         run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit would raise again
+        return 1
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -131,3 +131,12 @@ def test_the_recipe_listing_leaves_out_what_a_record_does_not_say():
     full = {"steps": 600, "batch": 4, "image_size": 256, "data": "coco", "precision": "32-true", "wall_time_s": 900,
             "machine": "CPU"}
     assert zoo.provenance(full) == "600 steps x batch 4 at 256 px on coco, 32-true, 900 s on CPU"
+
+
+def test_the_listing_piped_into_a_reader_that_left_ends_without_a_traceback():
+    """``python -m fststyle.zoo | head -1``: head closes the pipe before the listing is written."""
+    listing = subprocess.Popen([sys.executable, "-m", "fststyle.zoo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    listing.stdout.close()  # nobody reads any more: every write the listing makes fails
+    err = listing.stderr.read().decode()
+    assert listing.wait() == 1 and err == "", err
