@@ -191,8 +191,36 @@ def test_evaluate_measures_existing_outputs_matched_by_name(tmp_path, capsys):
                           "--size", "48", "--weights", "random"]) == 0
     rows = [r for r in json.loads((out / "metrics.json").read_text())["rows"]]
     assert {(r["model"], r["photo"]) for r in rows} == {("them:wave_eccv16", "city.png"), ("them:wave_big", "city_night.png")}
-    assert all(r["relu4_3"] > 0 and r["weave"] > 0 and r["style"] > 0 for r in rows)
+    assert all(r["relu4_3"] > 0 and r["weave"] > 0 and r["style"] > 0 and r["stroke"] >= 2 and 0 < r["paint"] <= 1 for r in rows)
     assert "relu4_3" in capsys.readouterr().out
     assert evaluate_main(["--outputs", f"them={tmp_path / 'none'}", "--photos", str(photos), "--styles", str(styles), "--weights", "random"]) == 2
     assert evaluate_main(["--outputs", f"them={theirs}", "--photos", str(photos), "--weights", "random"]) == 2
     assert evaluate_main(["--photos", str(photos), "--weights", "random"]) == 2
+
+
+def test_stroke_period_reads_the_size_of_what_is_painted_over_the_photo():
+    from fststyle.measures.strokes import stroke_period
+
+    torch.manual_seed(7)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8), size=(192, 256), mode="bicubic", align_corners=False).clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.arange(192), torch.arange(256), indexing="ij")
+    for period in (4, 16):
+        stripes = (0.7 * photo + 0.1 + 0.05 * torch.sin(2 * torch.pi * (xx + yy) / (period * 2 ** 0.5))).clamp(0, 1)
+        assert abs(stroke_period(stripes, photo) / period - 1) < 0.15, (period, stroke_period(stripes, photo))
+    dabs = {size: torch.nn.functional.interpolate(torch.rand(1, 1, 192 // size, 256 // size), size=(192, 256), mode="nearest")
+            for size in (3, 12)}  # flat square dabs of random shade, 3 and 12 px across
+    fine, coarse = (stroke_period((photo + 0.1 * (dabs[s] - 0.5)).clamp(0, 1), photo) for s in (3, 12))
+    assert 2 * fine < coarse, (fine, coarse)
+    assert stroke_period(0.5 * photo + 0.2, photo) != stroke_period(0.5 * photo + 0.2, photo)  # NaN: nothing painted
+
+
+def test_painted_share_tells_a_filtered_photo_from_a_painted_one():
+    from fststyle.measures.strokes import painted_share
+
+    torch.manual_seed(8)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8), size=(96, 128), mode="bicubic", align_corners=False).clamp(0, 1)
+    dabs = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 16), size=(96, 128), mode="nearest")
+    assert painted_share(0.6 * photo + 0.3, photo) < 1e-6  # re-toned: brighter, flatter, nothing painted
+    faint, bold = (painted_share(((1 - a) * photo + a * dabs).clamp(0, 1), photo) for a in (0.1, 0.8))
+    assert faint < 0.2 < 0.8 < bold, (faint, bold)
+    assert painted_share(torch.full_like(photo, 0.5), photo) != painted_share(torch.full_like(photo, 0.5), photo)  # NaN

@@ -18,7 +18,8 @@ the weave (:mod:`fststyle.measures.weave`: ~1 = no periodic ripple beyond the ph
 grid (the share of the fine band on the spectral lines of the network's 4-px stride, beyond the photo's: 0 = nothing
 locked to the grid), the edge (:mod:`fststyle.measures.edges`: stripes painted along the border, ~1 or below = none)
 and the ripple (the percent of the fine band in sharp spectral peaks the photo does not have: 0 = none; what
-``loss.ripple_weight`` trains against).
+``loss.ripple_weight`` trains against), the stroke and the paint (:mod:`fststyle.measures.strokes`: the size in px of the
+marks painted over the photo, and their share of the output's light and shade: near 0 = a filtered photo).
 ``--outputs NAME=DIR`` measures existing images the same way (e.g. another tool's, named
 ``<photo>_<style>[_variant].jpg``), so any tool's results can be compared with ours on the same photos.
 """
@@ -43,6 +44,7 @@ from fststyle.images import IMAGE_EXTENSIONS, load_image, save_image, to_pil
 from fststyle.measures.edges import edge_ratios, edge_stripes
 from fststyle.measures.flicker import consecutive_difference, pan_clip, warped_difference
 from fststyle.measures.quality import PHOTO_SIZE, STYLE_LAYERS, STYLE_SIZE, QualityMeter
+from fststyle.measures.strokes import painted_share, stroke_period
 from fststyle.measures.weave import WeaveMeter, band_stats, grid_added, grid_lines, ripple_share
 from fststyle.nets.vgg import LossNetwork
 from fststyle.style import resolve_image
@@ -71,6 +73,8 @@ class Row:
     grid: float = float("nan")  # % of the fine band on the 4-px grid's lines beyond the photo's (measures/weave.py)
     edge: float = float("nan")  # the worst border's texture against the interior's, beyond the photo's (measures/edges.py)
     ripple: float = float("nan")  # % of the fine band in sharp peaks the photo lacks (measures/weave.py ripple_share): 0 = none
+    stroke: float = float("nan")  # px: the period of what is painted over the photo (measures/strokes.py)
+    paint: float = float("nan")  # 0-1: the painted share of the output's luma variance (measures/strokes.py)
 
 
 @dataclass
@@ -242,7 +246,8 @@ def evaluate(
             row = Row(e.name, photo_path.name, sum(layers) / len(layers), e.meter.content_from(feats, photo_feats).item(),
                       e.meter.style_from(photo_feats).item(), seconds, **dict(zip(STYLE_LAYERS, layers)),
                       weave=peaks / photo_weave, fine=share / max(e.weave.style_share, 1e-20), grid=grid_added(output_cpu, photo_grid),
-                      edge=edge_stripes(output_cpu, photo_edges), ripple=100 * ripple_share(output_cpu, photo_cpu).item())
+                      edge=edge_stripes(output_cpu, photo_edges), ripple=100 * ripple_share(output_cpu, photo_cpu).item(),
+                      stroke=stroke_period(output_cpu, photo_cpu), paint=painted_share(output_cpu, photo_cpu))
             if flicker and e.stylizer is not None:
                 row.flicker, row.input_flicker = clip_flicker(e.stylizer, photo_cpu[0], pan)
             rows.append(row)
@@ -286,7 +291,7 @@ def video_flicker(path: Path, names: list[str], stylizers: list, size: int) -> l
 
 def means(rows: list[Row], names: list[str]) -> list[Row]:
     summary = []
-    keys = ("style", "content", "photo_style", "seconds", "flicker", "input_flicker", *STYLE_LAYERS, "weave", "fine", "grid", "edge", "ripple")
+    keys = ("style", "content", "photo_style", "seconds", "flicker", "input_flicker", *STYLE_LAYERS, "weave", "fine", "grid", "edge", "ripple", "stroke", "paint")
     for name in names:
         mine = [r for r in rows if r.model == name and r.style == r.style]  # photos (a video row has no distances)
         if mine:
@@ -299,13 +304,13 @@ def print_table(rows: list[Row], file=None) -> None:
     flicker = any(r.flicker == r.flicker for r in rows)  # not all NaN
     extra = f" {'flicker':>8} {'input':>6}" if flicker else ""
     layers = " ".join(f"{n:>7}" for n in STYLE_LAYERS)
-    print(f"{'model':<28} {'photo':<20} {'style':>7} {'content':>8} {layers} {'weave':>6} {'fine':>5} {'grid':>5} {'edge':>5} {'ripple':>6} {'photo→style':>12} {'ratio':>6} "
+    print(f"{'model':<28} {'photo':<20} {'style':>7} {'content':>8} {layers} {'weave':>6} {'fine':>5} {'grid':>5} {'edge':>5} {'ripple':>6} {'stroke':>6} {'paint':>5} {'photo→style':>12} {'ratio':>6} "
           f"{'s/image':>8}{extra}", file=file)
     for r in rows:
         ratio = r.style / r.photo_style if r.photo_style else float("nan")
         extra = f" {r.flicker:8.2f} {r.input_flicker:6.2f}" if flicker else ""
         layers = " ".join(f"{getattr(r, n):7.3f}" for n in STYLE_LAYERS)
-        print(f"{r.model:<28} {r.photo:<20} {r.style:7.3f} {r.content:8.3f} {layers} {r.weave:6.2f} {r.fine:5.2f} {r.grid:5.2f} {r.edge:5.2f} {r.ripple:6.2f} {r.photo_style:12.3f} "
+        print(f"{r.model:<28} {r.photo:<20} {r.style:7.3f} {r.content:8.3f} {layers} {r.weave:6.2f} {r.fine:5.2f} {r.grid:5.2f} {r.edge:5.2f} {r.ripple:6.2f} {r.stroke:6.1f} {r.paint:5.2f} {r.photo_style:12.3f} "
               f"{ratio:6.2f} {r.seconds:8.3f}{extra}", file=file)
 
 
