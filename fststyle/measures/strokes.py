@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import torch
 
-from fststyle.measures.weave import LUMA, luma_spectrum
+from fststyle.measures.weave import luma, luma_spectrum
 
 PERIODS = (2.0, 64.0)  # pixels: from the finest ripple to the broadest band a 512-px picture holds many of
 
 
 def _luma(image: torch.Tensor) -> torch.Tensor:
-    x = image.float().reshape(-1, *image.shape[-2:])
-    return sum(w * x[i] for i, w in enumerate(LUMA))
+    """(H, W) luma of one (1, 3, H, W) or (3, H, W) image."""
+    return luma(image.reshape(1, -1, *image.shape[-2:]))[0]
 
 
 def painted(output: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
     """(H, W) luma of the output that no brightness and contrast change of the photo's luma explains; both
     (1, 3, H, W) or (3, H, W) in [0, 1] at one size."""
     out, base = _luma(output), _luma(photo)
-    fit = torch.stack([base.flatten(), torch.ones(base.numel())], dim=1)
+    fit = torch.stack([base.flatten(), torch.ones_like(base.flatten())], dim=1)
     coefficients = torch.linalg.lstsq(fit, out.flatten()[:, None]).solution
     return out - (fit @ coefficients).reshape(out.shape)
 
@@ -38,7 +38,8 @@ def stroke_period(output: torch.Tensor, photo: torch.Tensor, periods: tuple[floa
     power, period = luma_spectrum(marks[None, None])
     band = (period >= periods[0]) & (period <= periods[1])
     weights = power[0] * band
-    return (weights * period.clamp(max=periods[1]).log()).sum().div(weights.sum()).exp().item()
+    log_period = period.clamp(max=periods[1]).log()  # the mean's infinite period is outside the band, weight 0
+    return (weights * log_period).sum().div(weights.sum()).exp().item()
 
 
 def painted_share(output: torch.Tensor, photo: torch.Tensor) -> float:

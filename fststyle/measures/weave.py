@@ -21,14 +21,20 @@ PERIODS = (2.0, 6.0)  # pixels: the stroke scale of a ~4-px ripple
 LUMA = (0.299, 0.587, 0.114)
 
 
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) luma of (N, 3, H, W) images; (N, 1, H, W) grey ones as they are."""
+    x = images.float()
+    return x[:, 0] if x.shape[1] == 1 else sum(w * x[:, i] for i, w in enumerate(LUMA))
+
+
 def luma_spectrum(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(power (N, H, W // 2 + 1), period in px (H, W // 2 + 1)) of the luma of (N, 3, H, W) [0, 1] images (or of
     (N, 1, H, W) grey ones), mean removed, Hann-windowed. Differentiable: ``loss.ripple_weight`` trains through it."""
     x = images.float()
-    luma = x[:, 0] if x.shape[1] == 1 else sum(w * x[:, i] for i, w in enumerate(LUMA))
-    h, w = luma.shape[-2:]
+    grey = luma(x)
+    h, w = grey.shape[-2:]
     window = torch.hann_window(h, periodic=False, device=x.device)[:, None] * torch.hann_window(w, periodic=False, device=x.device)
-    power = torch.fft.rfft2((luma - luma.mean(dim=(-2, -1), keepdim=True)) * window).abs().pow(2)
+    power = torch.fft.rfft2((grey - grey.mean(dim=(-2, -1), keepdim=True)) * window).abs().pow(2)
     fy = torch.fft.fftfreq(h, device=x.device)[:, None]
     fx = torch.fft.rfftfreq(w, device=x.device)[None, :]
     radius = (fy.pow(2) + fx.pow(2)).sqrt()
