@@ -135,8 +135,7 @@ def test_the_recipe_listing_leaves_out_what_a_record_does_not_say():
 
 def test_the_listing_piped_into_a_reader_that_left_ends_without_a_traceback():
     """``python -m fststyle.zoo | head -1``: head closes the pipe before the listing is written."""
-    listing = subprocess.Popen([sys.executable, "-m", "fststyle.zoo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    listing = subprocess.Popen([sys.executable, "-m", "fststyle.zoo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     listing.stdout.close()  # nobody reads any more: every write the listing makes fails
     err = listing.stderr.read().decode()
     assert listing.wait() == 1 and err == "", err
