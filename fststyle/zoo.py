@@ -66,7 +66,8 @@ def recipe(config: dict) -> str:
     teacher = f", distilled from {config['teacher']} (distill_weight {loss.get('distill_weight', 0):g}{spectrum})" if config.get("teacher") else ""
     start = config.get("init_from_record")
     start = f"{FINE_TUNED}{start.get('steps')}-step network ({start.get('recipe')})" if start else ""
-    return (f"content {','.join(loss.get('content_layers', {}))}, style.weight {style.get('weight')}{balance}, "
+    content = " + ".join(name + (f" x{w:g}" if w != 1 else "") for name, w in loss.get("content_layers", {}).items())
+    return (f"content {content}, style.weight {style.get('weight')}{balance}, "
             f"style.size {style.get('size')}{scaled}, lr {optim.get('lr')} {optim.get('schedule', 'constant')}{stability}{lattice}{coarse}{ripple}{border}"
             f"{teacher}{start}")
 

@@ -88,6 +88,9 @@ def test_the_recipe_names_the_terms_that_shape_the_look():
     assert "ripple" not in recipe(config)
     config["loss"]["ripple_weight"] = 2e5
     assert "ripple_weight 200000 (peak 100)" in recipe(config)
+    assert recipe(config).startswith("content relu3_3, ")  # a layer at weight 1 needs no factor
+    config["loss"]["content_layers"] = {"relu2_2": 3.0, "relu3_3": 1.0}  # feathers' last runs
+    assert recipe(config).startswith("content relu2_2 x3 + relu3_3, ")
 
 
 def test_the_recipe_listing_says_when_the_wall_time_covers_only_a_resumed_part(monkeypatch, capsys):
